@@ -1,0 +1,313 @@
+"""Building blocks of the Residual Attention Network (Wang et al., CVPR 2017).
+
+The paper's notation is used throughout: an attention module has ``p``
+pre-processing residual units, a trunk branch of ``t`` units and a soft mask
+branch with ``r`` units between adjacent max-poolings; its output is
+``(1 + M(x)) * T(x)`` (attention residual learning, Eq. 3).
+"""
+from mxnet.gluon import nn
+from mxnet.gluon.nn import BatchNorm, HybridBlock
+
+__all__ = ["ResidualUnit", "ResNeXtUnit", "AttentionModule",
+           "ATTENTION_TYPES", "LEARNING_TYPES", "VARIANTS", "MAX_STAGE"]
+
+#: Soft-mask activations of the paper's Sec. 3.4 / Table 2: f1 (mixed),
+#: f2 (channel) and f3 (spatial).
+ATTENTION_TYPES = ("mixed", "channel", "spatial")
+#: Attention residual learning (1 + M) * T, or naive attention learning M * T.
+LEARNING_TYPES = ("arl", "nal")
+#: 'official' follows the paper's Caffe prototxt; 'gluoncv' the lineage of
+#: GluonCV, the Gluon implementation and the PyTorch reference.
+VARIANTS = ("official", "gluoncv")
+#: ``stage`` of an attention module ranges over 0..MAX_STAGE; the soft mask
+#: has ``MAX_STAGE - stage`` max-poolings.
+MAX_STAGE = 4
+
+
+def _check_int(name, value, minimum, allowed=None):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError("%s must be an integer >= %d%s, got %r"
+                         % (name, minimum, "" if allowed is None else " (%s)" % allowed, value))
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError("%s must be one of %s, got %r" % (name, ", ".join(map(repr, choices)), value))
+
+
+def _norm(norm_layer, norm_kwargs):
+    return norm_layer(**({} if norm_kwargs is None else dict(norm_kwargs)))
+
+
+class _PreActBottleneck(HybridBlock):
+    """Pre-activation bottleneck shared by :class:`ResidualUnit` and :class:`ResNeXtUnit`."""
+
+    def __init__(self, channels, stride, in_channels, width, groups,
+                 norm_layer, norm_kwargs, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.stride = stride
+        self.in_channels = in_channels or channels
+        self.has_projection = stride != 1 or self.in_channels != channels
+        with self.name_scope():
+            self.bn1 = _norm(norm_layer, norm_kwargs)
+            self.conv1 = nn.Conv2D(width, 1, use_bias=False, in_channels=self.in_channels)
+            self.bn2 = _norm(norm_layer, norm_kwargs)
+            self.conv2 = nn.Conv2D(width, 3, stride, 1, groups=groups, use_bias=False,
+                                   in_channels=width)
+            self.bn3 = _norm(norm_layer, norm_kwargs)
+            self.conv3 = nn.Conv2D(channels, 1, use_bias=False, in_channels=width)
+            if self.has_projection:
+                self.proj = nn.Conv2D(channels, 1, stride, use_bias=False,
+                                      in_channels=self.in_channels)
+
+    def hybrid_forward(self, F, x):
+        pre = F.Activation(self.bn1(x), act_type="relu")
+        out = self.conv1(pre)
+        out = self.conv2(F.Activation(self.bn2(out), act_type="relu"))
+        out = self.conv3(F.Activation(self.bn3(out), act_type="relu"))
+        # The projection sees the pre-activated input, as in He et al. (2016b).
+        shortcut = self.proj(pre) if self.has_projection else x
+        return out + shortcut
+
+
+class ResidualUnit(_PreActBottleneck):
+    """Pre-activation bottleneck residual unit, the paper's basic unit.
+
+    BN-ReLU-1x1 conv (``channels / 4``) - BN-ReLU-3x3 conv (``stride``) -
+    BN-ReLU-1x1 conv (``channels``), plus the identity, or a 1x1 projection
+    of the pre-activated input when the width or the stride changes.
+
+    Parameters
+    ----------
+    channels : int
+        Output channels; a positive multiple of 4.
+    stride : int, default 1
+        Stride of the 3x3 convolution (and of the projection).
+    in_channels : int, default 0
+        Input channels; 0 means the input already has ``channels`` channels.
+    norm_layer : type, default :class:`mxnet.gluon.nn.BatchNorm`
+        Normalisation layer, e.g. ``mxnet.gluon.contrib.nn.SyncBatchNorm``.
+    norm_kwargs : dict, optional
+        Keyword arguments for ``norm_layer`` (``{'num_devices': 4}``).
+
+    Examples
+    --------
+    >>> import mxnet as mx
+    >>> unit = ResidualUnit(64, stride=2, in_channels=32)
+    >>> unit.initialize()
+    >>> unit(mx.nd.zeros((1, 32, 9, 9))).shape
+    (1, 64, 5, 5)
+    """
+
+    def __init__(self, channels, stride=1, in_channels=0, norm_layer=BatchNorm,
+                 norm_kwargs=None, **kwargs):
+        _check_int("channels", channels, 4)
+        if channels % 4:
+            raise ValueError("channels must be a multiple of 4 (bottleneck width channels/4), "
+                             "got %r" % channels)
+        _check_int("stride", stride, 1)
+        _check_int("in_channels", in_channels, 0, "0 means equal to channels")
+        super().__init__(channels, stride, in_channels, channels // 4, 1,
+                         norm_layer, norm_kwargs, **kwargs)
+
+
+class ResNeXtUnit(_PreActBottleneck):
+    """Pre-activation ResNeXt unit: the bottleneck with a grouped 3x3 convolution.
+
+    With it, :class:`AttentionModule` builds AttentionNeXt (the paper's
+    Table 7). The bottleneck is ``channels * width_ratio`` wide and split into
+    ``cardinality`` groups (ResNeXt 32x4d: 128 wide at 256 channels).
+
+    Parameters
+    ----------
+    channels : int
+        Output channels.
+    stride : int, default 1
+        Stride of the grouped 3x3 convolution.
+    in_channels : int, default 0
+        Input channels; 0 means equal to ``channels``.
+    norm_layer, norm_kwargs
+        As for :class:`ResidualUnit`.
+    cardinality : int, default 32
+        Number of groups of the 3x3 convolution.
+    width_ratio : float, default 0.5
+        Bottleneck width as a fraction of ``channels``; the width must be a
+        multiple of ``cardinality``.
+    """
+
+    def __init__(self, channels, stride=1, in_channels=0, norm_layer=BatchNorm,
+                 norm_kwargs=None, cardinality=32, width_ratio=0.5, **kwargs):
+        _check_int("channels", channels, 1)
+        _check_int("stride", stride, 1)
+        _check_int("in_channels", in_channels, 0, "0 means equal to channels")
+        _check_int("cardinality", cardinality, 1)
+        width = int(round(channels * width_ratio))
+        if width < cardinality or width % cardinality:
+            raise ValueError("ResNeXtUnit: bottleneck width channels*width_ratio = %d must be a "
+                             "positive multiple of cardinality=%d (channels=%d, width_ratio=%r)"
+                             % (width, cardinality, channels, width_ratio))
+        super().__init__(channels, stride, in_channels, width, cardinality,
+                         norm_layer, norm_kwargs, **kwargs)
+
+
+class AttentionModule(HybridBlock):
+    """Attention module: a trunk branch and a bottom-up top-down soft mask branch.
+
+    ``x -> p units -> {trunk T: t units; mask M: hourglass} -> (1 + M) * T -> p units``.
+
+    The soft mask branch max-pools (3x3, stride 2, pad 1) ``4 - stage`` times
+    with ``r`` units after each pooling and ``2r`` at the bottom, then goes
+    back up by bilinear upsampling (aligned corners) to the size of the tensor
+    it is added to, adding a one-unit skip connection at each level; a head
+    BN-ReLU-1x1-BN-ReLU-1x1 and the attention activation give ``M``
+    (paper, Sec. 3.3 and Fig. 2). Because every upsampling takes its target
+    size from the tensor it meets, any input size works, odd and non-square
+    included, hybridized or not.
+
+    Parameters
+    ----------
+    channels : int
+        Channels of input and output.
+    stage : int
+        0..4; the mask has ``4 - stage`` poolings (the paper's ImageNet stages
+        1, 2, 3 at 56, 28, 14 pixels have 3, 2, 1).
+    p : int, default 1
+        Pre-processing units before the branches split (and post-processing
+        units after they merge).
+    t : int, default 2
+        Units of the trunk branch.
+    r : int, default 1
+        Units between adjacent poolings of the mask branch (2r at the bottom).
+    attention : {'mixed', 'channel', 'spatial'}
+        The mask activation of the paper's Sec. 3.4: f1 sigmoid per channel and
+        position; f2 L2 normalisation over channels at each position; f3
+        sigmoid of each channel's map standardised by its mean and std.
+    learning : {'arl', 'nal'}
+        Attention residual learning ``(1 + M) * T`` (Eq. 3) or naive attention
+        learning ``M * T``.
+    variant : {'official', 'gluoncv'}
+        'official' follows the paper's Caffe prototxt: each upsampled map is
+        added to the skip unit's output only and the head takes the last
+        upsampled map alone. 'gluoncv' also adds the down-path feature at each
+        level and the trunk output before the head, as GluonCV, the Gluon
+        implementation and the PyTorch reference do. Same parameters in both.
+    unit : callable, default :class:`ResidualUnit`
+        Factory ``unit(channels, stride=1, in_channels=0, norm_layer=..., norm_kwargs=...)``.
+    norm_layer, norm_kwargs
+        Normalisation layer for every unit and the mask head.
+
+    Examples
+    --------
+    >>> import mxnet as mx
+    >>> module = AttentionModule(16, stage=2)
+    >>> module.initialize()
+    >>> module(mx.nd.ones((1, 16, 13, 7))).shape
+    (1, 16, 13, 7)
+    """
+
+    def __init__(self, channels, stage, p=1, t=2, r=1, attention="mixed", learning="arl",
+                 variant="official", unit=ResidualUnit, norm_layer=BatchNorm,
+                 norm_kwargs=None, **kwargs):
+        _check_int("channels", channels, 1)
+        _check_int("stage", stage, 0, "0..%d; the mask has %d - stage poolings"
+                   % (MAX_STAGE, MAX_STAGE))
+        if stage > MAX_STAGE:
+            raise ValueError("stage must be in 0..%d (the mask has %d - stage poolings), got %r"
+                             % (MAX_STAGE, MAX_STAGE, stage))
+        _check_int("p", p, 0)
+        _check_int("t", t, 1)
+        _check_int("r", r, 1)
+        _check_choice("attention", attention, ATTENTION_TYPES)
+        _check_choice("learning", learning, LEARNING_TYPES)
+        _check_choice("variant", variant, VARIANTS)
+        if not callable(unit):
+            raise ValueError("unit must be a residual-unit factory, got %r" % (unit,))
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.stage = stage
+        self.num_pools = MAX_STAGE - stage
+        self.p, self.t, self.r = p, t, r
+        self.attention = attention
+        self.learning = learning
+        self.variant = variant
+        levels = max(self.num_pools, 1)
+
+        def units(n):
+            seq = nn.HybridSequential()
+            with seq.name_scope():
+                for _ in range(n):
+                    seq.add(unit(channels, norm_layer=norm_layer, norm_kwargs=norm_kwargs))
+            return seq
+
+        with self.name_scope():
+            self.pre = units(p)
+            self.trunk = units(t)
+            # mask_down[k] follows the (k+1)-th pooling; the last level is the bottom (2r).
+            self.mask_down = nn.HybridSequential()
+            for level in range(levels):
+                self.mask_down.add(units(2 * r if level == levels - 1 else r))
+            # Levels 0..num_pools-2 have a skip unit and an up path of r units.
+            self.mask_skip = units(levels - 1)
+            self.mask_up = nn.HybridSequential()
+            for _ in range(levels - 1):
+                self.mask_up.add(units(r))
+            self.mask_head = nn.HybridSequential()
+            with self.mask_head.name_scope():
+                self.mask_head.add(_norm(norm_layer, norm_kwargs), nn.Activation("relu"),
+                                   nn.Conv2D(channels, 1, use_bias=False, in_channels=channels),
+                                   _norm(norm_layer, norm_kwargs), nn.Activation("relu"),
+                                   nn.Conv2D(channels, 1, use_bias=False, in_channels=channels))
+            self.post = units(p)
+
+    def _activate(self, F, z):
+        if self.attention == "mixed":
+            return F.sigmoid(z)
+        if self.attention == "channel":
+            return F.L2Normalization(z, mode="channel", eps=1e-10)
+        mean = F.mean(z, axis=(2, 3), keepdims=True)
+        centred = F.broadcast_sub(z, mean)
+        std = F.sqrt(F.mean(F.square(centred), axis=(2, 3), keepdims=True) + 1e-5)
+        return F.sigmoid(F.broadcast_div(centred, std))
+
+    def soft_mask(self, F, x, trunk):
+        """The soft mask ``M(x)`` of the pre-processed input ``x``; ``trunk`` is ``T(x)``."""
+        if self.num_pools == 0:
+            feat = self.mask_down[0](x)
+        else:
+            down = []
+            feat = x
+            for level in range(self.num_pools):
+                feat = F.Pooling(feat, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max")
+                feat = self.mask_down[level](feat)
+                down.append(feat)
+            for level in reversed(range(self.num_pools - 1)):
+                # `like` by keyword: passed positionally it is wrong once hybridized.
+                feat = F.contrib.BilinearResize2D(feat, like=down[level], mode="like")
+                if self.variant == "gluoncv":
+                    feat = feat + down[level]
+                feat = self.mask_up[level](feat + self.mask_skip[level](down[level]))
+            feat = F.contrib.BilinearResize2D(feat, like=trunk, mode="like")
+            if self.variant == "gluoncv":
+                feat = feat + trunk
+        return self._activate(F, self.mask_head(feat))
+
+    def attend(self, F, x):
+        """Run the module and return ``(output, soft_mask)``."""
+        x = self.pre(x)
+        trunk = self.trunk(x)
+        mask = self.soft_mask(F, x, trunk)
+        if self.learning == "arl":
+            out = (mask + 1) * trunk
+        else:
+            out = mask * trunk
+        return self.post(out), mask
+
+    def hybrid_forward(self, F, x):
+        return self.attend(F, x)[0]
+
+    def __repr__(self):
+        return ("%s(channels=%d, stage=%d, poolings=%d, p=%d, t=%d, r=%d, attention=%r, "
+                "learning=%r, variant=%r)" % (type(self).__name__, self.channels, self.stage,
+                                              self.num_pools, self.p, self.t, self.r,
+                                              self.attention, self.learning, self.variant))

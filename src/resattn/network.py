@@ -1,0 +1,129 @@
+"""The generic Residual Attention Network."""
+from mxnet.gluon import nn
+from mxnet.gluon.nn import BatchNorm, HybridBlock
+
+from .blocks import AttentionModule, ResidualUnit, _check_choice, _check_int
+
+__all__ = ["ResidualAttentionNet", "STEMS"]
+
+#: 'imagenet': 7x7/2 convolution and 3x3/2 max-pooling (224 -> 56);
+#: 'cifar': one 3x3 convolution at full resolution.
+STEMS = ("imagenet", "cifar")
+
+
+class ResidualAttentionNet(HybridBlock):
+    """Residual Attention Network: a stem, three attention stages and a residual head.
+
+    Each attention stage ``i`` is one residual unit (stride 2 from the second
+    stage on) followed by ``modules[i]`` :class:`AttentionModule` of width
+    ``widths[i]`` whose masks have ``4 - stages[i]`` poolings; then
+    ``final_units`` residual units of width ``widths[3]``, BN-ReLU, global
+    average pooling and a fully connected classifier (paper, Table 1). With
+    ``modules = (m-1, m, m+1)`` (or ``(1, 1, 1)``) the depth is ``36m + 20``.
+
+    The network is split as in the Gluon model zoo: ``features`` (stem,
+    ``stage1..3``, head; indices 0..4) and ``output``. Global pooling makes
+    every input size at least ``min_input_size`` work.
+
+    Parameters
+    ----------
+    modules : sequence of 3 int
+        Attention modules per stage (``m``).
+    widths : sequence of 4 int
+        Output channels of the three attention stages and of the final units.
+    stages : sequence of 3 int
+        ``stage`` argument of the modules of each stage (mask depth ``4 - stage``).
+    stem : {'imagenet', 'cifar'}
+    stem_channels : int
+        Width of the stem convolution.
+    p, t, r : int
+        Pre/post-processing, trunk and mask units of every module.
+    final_units : int
+        Residual units after the last attention stage (the first one projects).
+    final_stride : int
+        Stride of the first final unit (2 on ImageNet, 1 on CIFAR).
+    classes : int
+        Number of classes of the classifier.
+    attention, learning, variant, unit, norm_layer, norm_kwargs
+        Passed to every :class:`AttentionModule`; ``unit`` and the norm
+        arguments also build the transition and final units.
+    dropout : float
+        Dropout rate before the classifier (0: none).
+    """
+
+    def __init__(self, modules, widths, stages=(1, 2, 3), stem="imagenet", stem_channels=64,
+                 p=1, t=2, r=1, final_units=3, final_stride=2, classes=1000,
+                 attention="mixed", learning="arl", variant="official", unit=ResidualUnit,
+                 norm_layer=BatchNorm, norm_kwargs=None, dropout=0.0, **kwargs):
+        modules, widths, stages = tuple(modules), tuple(widths), tuple(stages)
+        if len(modules) != 3 or len(stages) != 3:
+            raise ValueError("modules and stages need 3 entries (one per attention stage), got "
+                             "modules=%r, stages=%r" % (modules, stages))
+        if len(widths) != 4:
+            raise ValueError("widths needs 4 entries (3 attention stages and the final units), "
+                             "got %r" % (widths,))
+        for i, m in enumerate(modules):
+            _check_int("modules[%d]" % i, m, 0)
+        _check_choice("stem", stem, STEMS)
+        _check_int("stem_channels", stem_channels, 1)
+        _check_int("final_units", final_units, 1)
+        _check_int("final_stride", final_stride, 1)
+        _check_int("classes", classes, 1)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1), got %r" % (dropout,))
+        super().__init__(**kwargs)
+        self.modules_per_stage = modules
+        self.widths = widths
+        self.stages = stages
+        self.stem = stem
+        self.classes = classes
+        unit_kw = dict(norm_layer=norm_layer, norm_kwargs=norm_kwargs)
+        norm_kw = {} if norm_kwargs is None else dict(norm_kwargs)
+        with self.name_scope():
+            self.features = nn.HybridSequential()
+            stem_seq = nn.HybridSequential()
+            if stem == "imagenet":
+                stem_seq.add(nn.Conv2D(stem_channels, 7, 2, 3, use_bias=False, in_channels=3))
+            else:
+                stem_seq.add(nn.Conv2D(stem_channels, 3, 1, 1, use_bias=False, in_channels=3))
+            stem_seq.add(norm_layer(**norm_kw), nn.Activation("relu"))
+            if stem == "imagenet":
+                stem_seq.add(nn.MaxPool2D(3, 2, 1))
+            self.features.add(stem_seq)
+            in_ch = stem_channels
+            for i in range(3):
+                stage_seq = nn.HybridSequential()
+                stage_seq.add(unit(widths[i], stride=1 if i == 0 else 2, in_channels=in_ch,
+                                   **unit_kw))
+                for _ in range(modules[i]):
+                    stage_seq.add(AttentionModule(widths[i], stages[i], p=p, t=t, r=r,
+                                                  attention=attention, learning=learning,
+                                                  variant=variant, unit=unit, **unit_kw))
+                self.features.add(stage_seq)
+                in_ch = widths[i]
+            head = nn.HybridSequential()
+            head.add(unit(widths[3], stride=final_stride, in_channels=in_ch, **unit_kw))
+            for _ in range(final_units - 1):
+                head.add(unit(widths[3], **unit_kw))
+            head.add(norm_layer(**norm_kw), nn.Activation("relu"), nn.GlobalAvgPool2D(),
+                     nn.Flatten())
+            if dropout:
+                head.add(nn.Dropout(dropout))
+            self.features.add(head)
+            self.output = nn.Dense(classes, in_units=widths[3])
+
+    @property
+    def attention_modules(self):
+        """The attention modules in network order, as ``(name, module)`` pairs.
+
+        Names are ``'stage{s}.module{k}'`` with the network's stage index
+        ``s`` in 1..3 and ``k`` counting from 1 within the stage.
+        """
+        found = []
+        for s in range(1, 4):
+            modules = [b for b in self.features[s] if isinstance(b, AttentionModule)]
+            found.extend(("stage%d.module%d" % (s, k + 1), b) for k, b in enumerate(modules))
+        return found
+
+    def hybrid_forward(self, F, x):
+        return self.output(self.features(x))
