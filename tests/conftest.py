@@ -1,0 +1,34 @@
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    mx.random.seed(0)
+    np.random.seed(0)
+
+
+def randomize_batchnorm(net, rng=None):
+    """Give every BatchNorm non-trivial statistics and affine parameters."""
+    rng = np.random.RandomState(1) if rng is None else rng
+    for name, param in net.collect_params().items():
+        shape = param.shape
+        if name.endswith("running_var"):
+            param.set_data(mx.nd.array(rng.uniform(0.5, 1.5, shape)))
+        elif name.endswith("running_mean"):
+            param.set_data(mx.nd.array(rng.normal(0, 0.1, shape)))
+        elif name.endswith("gamma"):
+            param.set_data(mx.nd.array(rng.uniform(0.8, 1.2, shape)))
+        elif name.endswith("beta"):
+            param.set_data(mx.nd.array(rng.normal(0, 0.1, shape)))
+
+
+def rel_diff(a, b):
+    a = a.asnumpy() if hasattr(a, "asnumpy") else np.asarray(a)
+    b = b.asnumpy() if hasattr(b, "asnumpy") else np.asarray(b)
+    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))
