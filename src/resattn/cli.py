@@ -112,6 +112,187 @@ def _convert(args):
 _convert.arguments = _convert_args
 
 
+# ----------------------------------------------------------------------------- train / eval
+def _model_args(p, model_required=True):
+    p.add_argument("--model", required=model_required, help="zoo model (see `resattn list`)")
+    p.add_argument("--width-mult", type=float, default=None,
+                   help="scale every width (quick experiments); default 1")
+    p.add_argument("--variant", choices=("official", "gluoncv"), default=None)
+    p.add_argument("--attention", choices=("mixed", "channel", "spatial"), default=None)
+    p.add_argument("--learning", choices=("arl", "nal"), default=None)
+    p.add_argument("--dataset", required=True,
+                   help="cifar10, cifar100, digits, cluttered-digits, imagefolder:PATH, rec:PATH")
+    p.add_argument("--data-root", default=None, help="where CIFAR is stored/downloaded")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--num-workers", type=int, default=0,
+                   help="data loading processes (0: in the main process)")
+    p.add_argument("--subset", type=int, default=None, help="use only the first N images")
+    p.add_argument("--gpus", default="", help="comma-separated GPU ids; CPU when empty")
+
+
+def _model_kwargs(args, saved=None):
+    """Model settings from the command line, falling back to a run's config.json."""
+    kwargs = dict((saved or {}).get("model_kwargs", {}))
+    for key in ("width_mult", "variant", "attention", "learning"):
+        value = getattr(args, key, None)
+        if value is not None:
+            kwargs[key] = value
+    return kwargs
+
+
+def _train_args(p):
+    _model_args(p)
+    p.add_argument("--config", default=None,
+                   help="JSON file of settings (keys as in config.json); flags override it")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.params")
+    p.add_argument("--lr", type=float, default=None, help="base learning rate (0.1 x batch/64)")
+    p.add_argument("--optimizer", choices=("nag", "sgd", "adam"), default=None)
+    p.add_argument("--momentum", type=float, default=None)
+    p.add_argument("--wd", type=float, default=None)
+    p.add_argument("--no-wd", dest="no_wd", action="store_true", default=None,
+                   help="no weight decay on biases and BatchNorm (default)")
+    p.add_argument("--wd-all", dest="no_wd", action="store_false",
+                   help="weight decay on every parameter")
+    p.add_argument("--lr-mode", choices=("cosine", "step", "linear", "poly", "constant"),
+                   default=None)
+    p.add_argument("--warmup-epochs", type=int, default=None)
+    p.add_argument("--lr-steps", default=None, help="epochs of step decay, e.g. 80,120")
+    p.add_argument("--lr-decay", type=float, default=None)
+    p.add_argument("--mixup-alpha", type=float, default=None, help="0 switches mixup off")
+    p.add_argument("--mixup-off-epochs", type=int, default=None)
+    p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--cutout", type=int, default=None, help="cutout square side (0: off)")
+    p.add_argument("--init", choices=("msraprelu", "xavier"), default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--dtype", choices=("float32", "float16"), default=None)
+    p.add_argument("--nonfinite", choices=("stop", "skip"), default=None,
+                   help="on a NaN/inf loss: stop (default) or skip the batch")
+    p.add_argument("--kvstore", default=None, help="local, device, dist_sync, ...")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+_TRAIN_DEFAULTS = {"epochs": 220, "batch_size": 64, "cutout": 0}
+
+
+def _train_settings(args):
+    import dataclasses
+    import json
+    from .train import TrainConfig
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = {}
+    if args.config:
+        try:
+            with open(args.config) as f:
+                loaded = json.load(f)
+        except (OSError, ValueError) as err:
+            raise ValueError("--config %s: %s" % (args.config, err)) from None
+        if not isinstance(loaded, dict):
+            raise ValueError("--config %s must hold a JSON object" % args.config)
+        unknown = sorted(set(loaded) - fields - {"cutout", "model_kwargs"})
+        if unknown:
+            raise ValueError("--config %s: unknown keys %s; known: %s"
+                             % (args.config, ", ".join(unknown), ", ".join(sorted(fields))))
+        settings.update(loaded)
+    for key in fields | {"cutout"}:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    if isinstance(settings.get("lr_steps"), str):
+        try:
+            settings["lr_steps"] = tuple(int(s) for s in settings["lr_steps"].split(",") if s)
+        except ValueError:
+            raise ValueError("--lr-steps must be comma-separated epochs, got %r"
+                             % settings["lr_steps"]) from None
+    cutout = settings.pop("cutout", 0)
+    settings.pop("model_kwargs", None)
+    for key, value in _TRAIN_DEFAULTS.items():
+        if key != "cutout":
+            settings.setdefault(key, value)
+    return TrainConfig(**settings), cutout
+
+
+@command("train", "train a zoo model (CIFAR recipe by default) and write metrics and checkpoints")
+def _train(args):
+    from . import get_model
+    from .data import dataset_info, get_data_loader
+    from .train import fit, get_context
+    cfg, cutout = _train_settings(args)
+    ctx = get_context(args.gpus)
+    info = dataset_info(args.dataset)
+    model_kwargs = _model_kwargs(args)
+    net = get_model(args.model, classes=info["classes"], **model_kwargs)
+    data_kw = dict(num_workers=args.num_workers, subset=args.subset)
+    if args.data_root:
+        data_kw["root"] = args.data_root
+    train_data = get_data_loader(args.dataset, True, cfg.batch_size, cutout=cutout, seed=cfg.seed,
+                                 **data_kw)
+    val_data = get_data_loader(args.dataset, False, cfg.batch_size, seed=cfg.seed, **data_kw)
+    extra = {"model": args.model, "dataset": args.dataset, "cutout": cutout,
+             "model_kwargs": model_kwargs, "subset": args.subset, "num_workers": args.num_workers,
+             "data_root": args.data_root}
+    history = fit(net, train_data, val_data, args.out, config=cfg, ctx=ctx,
+                  classes=info["classes"], resume=args.resume, progress=not args.no_progress,
+                  extra_config=extra)
+    if history:
+        best = max(history, key=lambda r: r["val_top1"])
+        print("best val_top1 %.4f at epoch %d; outputs in %s (best.params, last.params, "
+              "metrics.jsonl, curves.png)" % (best["val_top1"], best["epoch"], args.out))
+    return 0
+
+
+_train.arguments = _train_args
+
+
+def _eval_args(p):
+    _model_args(p, model_required=False)
+    p.add_argument("--params", required=True, help="resattn .params file")
+
+
+def _saved_config(params_path):
+    import json
+    import os
+    path = os.path.join(os.path.dirname(os.path.abspath(params_path)), "config.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+@command("eval", "evaluate a .params file: top-1, top-5 and loss")
+def _eval(args):
+    import os
+    from . import get_model
+    from .data import dataset_info, get_data_loader
+    from .io import load_parameters
+    from .train import evaluate, get_context
+    if not os.path.isfile(args.params):
+        raise ValueError("--params %s: no such file" % args.params)
+    saved = _saved_config(args.params)
+    model = args.model or saved.get("model")
+    if not model:
+        raise ValueError("--model is required (no config.json beside %s)" % args.params)
+    ctx = get_context(args.gpus)
+    info = dataset_info(args.dataset)
+    net = get_model(model, classes=info["classes"], **_model_kwargs(args, saved))
+    load_parameters(net, args.params, ctx=ctx[0])
+    net.hybridize(static_alloc=True)
+    data_kw = dict(num_workers=args.num_workers, subset=args.subset)
+    if args.data_root:
+        data_kw["root"] = args.data_root
+    data = get_data_loader(args.dataset, False, args.batch_size or 128,
+                           seed=saved.get("seed", 0), **data_kw)
+    res = evaluate(net, data, ctx, info["classes"])
+    print("%s on %s (%d images): top1 %.4f top5 %.4f loss %.4f" % (
+        model, args.dataset, res["samples"], res["top1"], res["top5"], res["loss"]))
+    print("top1 %.4f" % res["top1"])
+    return 0
+
+
+_eval.arguments = _eval_args
+
+
 # ----------------------------------------------------------------------------- entry point
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, as argparse does, without the usage dump

@@ -1,0 +1,441 @@
+"""Load other implementations' weights into a :class:`ResidualAttentionNet`.
+
+Three public implementations of the same networks store their parameters
+under their own names; each resattn parameter's foreign name is derived from
+the resattn network's own structure, so a file either matches the network
+completely (names and shapes) or is refused with every mismatch named, and
+nothing is loaded.
+
+Sources
+-------
+``'gluoncv'``
+    GluonCV 0.10 ``cifar_residualattentionnet56/92`` and
+    ``residualattentionnet56/92/128/...``, saved with ``save_parameters``.
+    The CIFAR models map onto ``attention56_cifar`` / ``attention92_cifar``;
+    the ImageNet ones onto ``attention56`` ... ``attention236`` built with
+    ``variant='gluoncv'`` (the parameters fit either variant, but only that
+    wiring computes what GluonCV computes). GluonCV's modules end in a single
+    post-processing unit whatever ``p``, so its ``p = 2`` networks
+    (Attention-452) have no resattn counterpart and are refused.
+``'pytorch'``
+    A ``state_dict`` of ``ResidualAttentionModel_92_32input_update`` of the
+    PyTorch reference (tengshaofeng/ResidualAttentionNetwork-pytorch, e.g. its
+    ``model_92_sgd.pkl``), into ``attention92_cifar``. That model was trained
+    on CIFAR-10 images scaled to [0, 1] *without* mean/std normalisation, not
+    with the mean and std of ``model_config('attention92_cifar')``.
+``'seed'``
+    A ``save_parameters`` file of ``ResidualAttentionModel_92_32input_update``
+    of the Gluon implementation (PistonY/ResidualAttentionNetwork, commit
+    6c48813, e.g. ``test_iter198999_0.95410.param``), into
+    ``attention92_cifar``. It was trained on images scaled to [0, 1] and
+    normalised with the *ImageNet* mean (0.485, 0.456, 0.406) and std
+    (0.229, 0.224, 0.225).
+``'resattn'``
+    A resattn ``.params`` file or dict: names are used as they are.
+
+The three foreign implementations all wire their masks like resattn's
+``variant='gluoncv'``, with sigmoid masks and attention residual learning.
+"""
+import collections
+import os
+import pickle
+from collections.abc import Mapping
+
+import mxnet as mx
+import numpy as np
+
+from .blocks import AttentionModule, ResidualUnit, _PreActBottleneck
+from .io import _compatible, assign_parameters, save_parameters
+
+__all__ = ["SOURCES", "foreign_names", "load_params", "convert_file"]
+
+#: Where weights can come from; see the module docstring.
+SOURCES = ("gluoncv", "pytorch", "seed", "resattn")
+
+_TORCH_HINT = ("loading PyTorch weights needs PyTorch, an optional dependency of resattn: "
+               "pip install 'resattn[torch]'")
+_DESCRIPTION = {"gluoncv": "GluonCV's residual attention networks",
+                "pytorch": "the PyTorch reference (ResidualAttentionModel_92_32input_update)",
+                "seed": "the Gluon implementation (ResidualAttentionModel_92_32input_update)"}
+
+_Entry = collections.namedtuple("_Entry", "foreign foreign_shape shape")
+
+
+def _check_source(source):
+    if source not in SOURCES:
+        raise ValueError("unknown source %r; valid sources: %s"
+                         % (source, ", ".join(map(repr, SOURCES))))
+
+
+class _Planner:
+    """Walks a resattn network and records each parameter's foreign name and shape."""
+
+    def __init__(self, source):
+        self.source = source
+        self.entries = collections.OrderedDict()
+        self.ignored = set()
+
+    def _refuse(self, what):
+        raise ValueError("this network has no counterpart in %s: %s"
+                         % (_DESCRIPTION[self.source], what))
+
+    def layer(self, rname, fname, layer, channels=None):
+        """One Conv2D, Dense or normalisation layer; ``channels`` sizes a norm layer."""
+        params = layer._collect_params_with_prefix()
+        for key, param in params.items():
+            shape = tuple(param.shape)
+            if 0 in shape:
+                # Norm layers infer their width; the structure knows it.
+                shape = (channels,) if channels and len(shape) == 1 else shape
+            fkey = key
+            if self.source == "pytorch":
+                fkey = {"gamma": "weight", "beta": "bias"}.get(key, key)
+            self.entries["%s.%s" % (rname, key)] = _Entry("%s.%s" % (fname, fkey), shape, shape)
+        if self.source == "pytorch" and "running_mean" in params:
+            self.ignored.add(fname + ".num_batches_tracked")
+
+    def unit(self, rname, fname, unit):
+        if not isinstance(unit, ResidualUnit):
+            self._refuse("%s is a %s; its units are plain bottleneck ResidualUnits"
+                         % (rname, type(unit).__name__))
+        self.layer(rname + ".bn1", fname + ".bn1", unit.bn1, unit.in_channels)
+        self.layer(rname + ".conv1", fname + ".conv1", unit.conv1)
+        self.layer(rname + ".bn2", fname + ".bn2", unit.bn2, unit.conv1.weight.shape[0])
+        self.layer(rname + ".conv2", fname + ".conv2", unit.conv2)
+        self.layer(rname + ".bn3", fname + ".bn3", unit.bn3, unit.conv2.weight.shape[0])
+        self.layer(rname + ".conv3", fname + ".conv3", unit.conv3)
+        if unit.has_projection:
+            self.layer(rname + ".proj", fname + ".conv4", unit.proj)
+        elif self.source == "pytorch":
+            # The reference builds conv4 in every unit and uses it only to project.
+            self.ignored.add(fname + ".conv4.weight")
+
+    def units(self, rname, fname, seq):
+        """A sequence of units stored as a foreign Sequential (``fname.0``, ``fname.1``, ...)."""
+        for j, unit in enumerate(seq):
+            self.unit("%s.%d" % (rname, j), "%s.%d" % (fname, j), unit)
+
+    def single(self, rname, fname, seq, what):
+        """A sequence of units stored as one foreign unit (no index)."""
+        if len(seq) != 1:
+            self._refuse("it stores %s as a single unit (%s), this network has %d"
+                         % (what, fname.rsplit(".", 1)[-1], len(seq)))
+        self.unit(rname + ".0", fname, seq[0])
+
+    def mask_head(self, rname, fname, head, channels):
+        for i in (0, 3):
+            self.layer("%s.%d" % (rname, i), "%s.%d" % (fname, i), head[i], channels)
+        for i in (2, 5):
+            self.layer("%s.%d" % (rname, i), "%s.%d" % (fname, i), head[i])
+
+    def module(self, rname, fname, module):
+        if not isinstance(module, AttentionModule):
+            self._refuse("%s is a %s, not an attention module" % (rname, type(module).__name__))
+        if self.source == "gluoncv":
+            self._gluoncv_module(rname, fname, module)
+        else:
+            self._reference_module(rname, fname, module)
+
+    def _gluoncv_module(self, r, f, module):
+        # softmax{k}_blocks number the mask's unit groups down, then up, then
+        # the head; resattn's mask_up[level] runs from the bottom level upwards.
+        if module.p != 1:
+            self._refuse("its attention modules end in one post-processing unit (last_blocks) "
+                         "whatever p (its Attention-452 has 2 before the branches, 1 after), "
+                         "resattn's in p units; modules with p=%d have no GluonCV counterpart"
+                         % module.p)
+        levels = len(module.mask_down)
+        self.units(r + ".pre", f + ".first_residual_blocks", module.pre)
+        self.units(r + ".trunk", f + ".trunk_branches", module.trunk)
+        for level in range(levels):
+            self.units("%s.mask_down.%d" % (r, level), "%s.softmax%d_blocks" % (f, level + 1),
+                       module.mask_down[level])
+        for level in range(levels - 1):
+            self.unit("%s.mask_skip.%d" % (r, level),
+                      "%s.skip%d_connection_residual_block" % (f, level + 1),
+                      module.mask_skip[level])
+            self.units("%s.mask_up.%d" % (r, level),
+                       "%s.softmax%d_blocks" % (f, 2 * levels - 1 - level), module.mask_up[level])
+        self.mask_head(r + ".mask_head", "%s.softmax%d_blocks" % (f, 2 * levels),
+                       module.mask_head, module.channels)
+        self.single(r + ".post", f + ".last_blocks", module.post, "post-processing units")
+
+    def _reference_module(self, r, f, module):
+        # AttentionModule_stage1/2/3_cifar of the PyTorch reference and the
+        # Gluon implementation: masks with 2, 1 and 0 poolings, p = r = 1.
+        if module.num_pools > 2:
+            self._refuse("its CIFAR attention modules have at most 2 poolings in the mask, %s "
+                         "has %d" % (r, module.num_pools))
+        if module.r != 1:
+            self._refuse("its attention modules have r=1, %s has r=%d" % (r, module.r))
+        self.single(r + ".pre", f + ".first_residual_blocks", module.pre,
+                    "pre-processing units")
+        self.units(r + ".trunk", f + ".trunk_branches", module.trunk)
+        if module.num_pools == 2:
+            self.single(r + ".mask_down.0", f + ".down_residual_blocks1", module.mask_down[0],
+                        "the first mask level")
+            self.unit(r + ".mask_skip.0", f + ".skip1_connection_residual_block",
+                      module.mask_skip[0])
+            self.units(r + ".mask_down.1", f + ".middle_2r_blocks", module.mask_down[1])
+            self.single(r + ".mask_up.0", f + ".up_residual_blocks1", module.mask_up[0],
+                        "the up path")
+            head = "conv1_1_blocks"
+        elif self.source == "pytorch":
+            self.units(r + ".mask_down.0", f + ".middle_2r_blocks", module.mask_down[0])
+            head = "conv1_1_blocks"
+        else:
+            self.units(r + ".mask_down.0", f + ".softmax1_blocks", module.mask_down[0])
+            head = "softmax2_blocks"
+        self.mask_head(r + ".mask_head", "%s.%s" % (f, head), module.mask_head, module.channels)
+        self.single(r + ".post", f + ".last_blocks", module.post, "post-processing units")
+
+    def network(self, net):
+        stem, head = net.features[0], net.features[4]
+        self.layer("features.0.0", "conv1.0", stem[0])
+        self.layer("features.0.1", "conv1.1", stem[1], stem[0].weight.shape[0])
+        for s in range(1, 4):
+            stage = net.features[s]
+            self.unit("features.%d.0" % s, "residual_block%d" % s, stage[0])
+            for k in range(1, len(stage)):
+                if self.source == "gluoncv":
+                    fname = "attention_module%d.%d" % (s, k - 1)
+                else:
+                    fname = "attention_module%d%s" % (s, "" if k == 1 else "_%d" % k)
+                self.module("features.%d.%d" % (s, k), fname, stage[k])
+        units = [b for b in head if isinstance(b, _PreActBottleneck)]
+        for j, unit in enumerate(units):
+            self.unit("features.4.%d" % j, "residual_block%d" % (4 + j), unit)
+        self.layer("features.4.%d" % len(units), "mpool2.0", head[len(units)], net.widths[3])
+        self.layer("output", "fc", net.output)
+        if self.source in ("gluoncv", "seed"):
+            # Their classifier is a 1x1 convolution.
+            entry = self.entries["output.weight"]
+            self.entries["output.weight"] = entry._replace(
+                foreign_shape=entry.shape + (1, 1))
+
+
+def _plan(net, source):
+    """``(entries, ignored)``: resattn name -> _Entry, and foreign names that may be skipped."""
+    _check_source(source)
+    params = net._collect_params_with_prefix()
+    if source == "resattn":
+        entries = collections.OrderedDict(
+            (k, _Entry(k, tuple(p.shape), tuple(p.shape))) for k, p in params.items())
+        return entries, set()
+    planner = _Planner(source)
+    planner.network(net)
+    left = sorted(set(params) - set(planner.entries))
+    if left:  # pragma: no cover - a network with layers the walk does not know
+        planner._refuse("no foreign name for %s" % ", ".join(left))
+    return planner.entries, planner.ignored
+
+
+def foreign_names(net, source):
+    """The foreign name of each parameter of ``net``.
+
+    Parameters
+    ----------
+    net : ResidualAttentionNet
+    source : {'gluoncv', 'pytorch', 'seed', 'resattn'}
+
+    Returns
+    -------
+    collections.OrderedDict
+        resattn structural name (as in ``net.save_parameters``) -> the
+        source's name, in ``net``'s parameter order.
+
+    Examples
+    --------
+    >>> from resattn import get_model
+    >>> names = foreign_names(get_model('attention92_cifar'), 'pytorch')
+    >>> names['features.1.1.mask_up.0.0.bn1.gamma']
+    'attention_module1.up_residual_blocks1.bn1.weight'
+    """
+    entries, _ = _plan(net, source)
+    return collections.OrderedDict((k, e.foreign) for k, e in entries.items())
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as err:
+        raise ImportError(_TORCH_HINT + " (import failed with: %s)" % err) from err
+    return torch
+
+
+def _first_line(err):
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _read_file(path, source):
+    if not os.path.isfile(path):
+        raise ValueError("weights file %r: no such file" % path)
+    if source == "pytorch":
+        torch = _import_torch()
+        try:
+            # weights_only: a pickle that would run code is refused, not executed.
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+            raise ValueError("cannot read %s as a PyTorch state_dict (weights_only=True refuses "
+                             "pickles that hold anything but tensors): %s"
+                             % (path, _first_line(err))) from None
+        if not isinstance(loaded, Mapping):
+            raise ValueError("%s holds a %s, not a state_dict (name -> tensor)"
+                             % (path, type(loaded).__name__))
+        return dict(loaded)
+    try:
+        loaded = mx.nd.load(path)
+    except mx.base.MXNetError as err:
+        raise ValueError("cannot read %s as an MXNet parameter file (truncated, corrupted, or "
+                         "a PyTorch file?): %s" % (path, _first_line(err))) from None
+    if not isinstance(loaded, dict):
+        raise ValueError("%s holds an unnamed list of arrays, not named parameters" % path)
+    return {k.split(":", 1)[1] if k.startswith(("arg:", "aux:")) else k: v
+            for k, v in loaded.items()}
+
+
+def _is_array(value):
+    return (isinstance(value, np.ndarray) or hasattr(value, "asnumpy")
+            or (hasattr(value, "detach") and hasattr(value, "numpy")))
+
+
+def _to_numpy(value):
+    if hasattr(value, "asnumpy"):
+        return value.asnumpy()
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":  # NumPy has no bfloat16
+            value = value.float()
+        return value.numpy()
+    return np.asarray(value)
+
+
+def _shown(items):
+    return ", ".join(items[:20] + (["... and %d more" % (len(items) - 20)]
+                                   if len(items) > 20 else []))
+
+
+def load_params(net, weights, source, ctx=None):
+    """Load another implementation's weights into ``net``, all or nothing.
+
+    Parameters
+    ----------
+    net : ResidualAttentionNet
+        For example ``get_model('attention92_cifar')``; initialised or not.
+    weights : str, os.PathLike or dict
+        A file (a PyTorch ``state_dict`` for ``'pytorch'``, an MXNet
+        ``.params`` file otherwise) or a dict of name -> array (NumPy,
+        ``mx.nd.NDArray`` or ``torch.Tensor``).
+    source : {'gluoncv', 'pytorch', 'seed', 'resattn'}
+        Whose names ``weights`` uses; see the module docstring for each
+        source's models and the preprocessing its weights expect.
+    ctx : Context, default ``mx.cpu()``
+        Where the parameters live.
+
+    Raises
+    ------
+    ValueError
+        For an unknown source; an unreadable file, or a PyTorch file that
+        holds more than tensors (it is read with ``weights_only=True``, so
+        the code it carries never runs); a network that has no counterpart
+        in ``source``; and, listing each, parameters that are missing,
+        unexpected or of the wrong shape. ``net`` is unchanged then.
+    ImportError
+        For ``'pytorch'`` files without PyTorch installed.
+
+    Returns
+    -------
+    ResidualAttentionNet
+        ``net``.
+
+    Notes
+    -----
+    Entries that the foreign model stores but never uses are skipped: the
+    PyTorch reference's ``num_batches_tracked`` and the ``conv4`` it builds
+    in every residual unit but uses only where the unit projects. Keys that
+    all start with ``module.`` (a ``torch.nn.DataParallel`` state_dict) lose
+    that prefix. A GluonCV or seed 1x1-convolution classifier
+    ``(classes, C, 1, 1)`` becomes the Dense ``(classes, C)``.
+
+    Examples
+    --------
+    >>> net = get_model('attention92_cifar')                      # doctest: +SKIP
+    >>> load_params(net, 'model_92_sgd.pkl', 'pytorch')           # doctest: +SKIP
+    """
+    _check_source(source)
+    entries, ignored = _plan(net, source)
+    if isinstance(weights, Mapping):
+        where, arrays = "<dict>", dict(weights)
+    elif isinstance(weights, (str, os.PathLike)):
+        where = os.fspath(weights)
+        arrays = _read_file(where, source)
+    else:
+        raise ValueError("weights must be a file path or a dict of name -> array, got %s"
+                         % type(weights).__name__)
+    if source == "pytorch" and arrays and all(k.startswith("module.") for k in arrays):
+        arrays = {k[len("module."):]: v for k, v in arrays.items()}
+    not_arrays = sorted("%s (%s)" % (k, type(v).__name__) for k, v in arrays.items()
+                        if not _is_array(v))
+    if not_arrays:
+        raise ValueError("%s holds entries that are not arrays: %s; pass the state_dict / "
+                         "parameters alone" % (where, _shown(not_arrays)))
+
+    wanted = {e.foreign: (k, e) for k, e in entries.items()}
+    missing = ["%s (%s)" % (e.foreign, k) for k, e in entries.items() if e.foreign not in arrays]
+    unexpected = sorted(k for k in arrays if k not in wanted and k not in ignored)
+    wrong = []
+    for name, (key, entry) in wanted.items():
+        if name in arrays:
+            got = tuple(arrays[name].shape)
+            if not _compatible(entry.foreign_shape, got):
+                wrong.append("%s (%s): expected %s, got %s"
+                             % (name, key, entry.foreign_shape, got))
+    if missing or unexpected or wrong:
+        parts = ["%d %s: %s" % (len(items), title, _shown(items))
+                 for title, items in (("missing", missing), ("unexpected", unexpected),
+                                      ("wrong shape", wrong)) if items]
+        hint = ""
+        if 2 * len(missing) > len(entries):
+            hint = " (most names are missing: are these %s weights?)" % source
+        raise ValueError("cannot load %s weights from %s into %s (%d parameters): %s%s"
+                         % (source, where, type(net).__name__, len(entries),
+                            "; ".join(parts), hint))
+    renamed = {}
+    for key, entry in entries.items():
+        value = _to_numpy(arrays[entry.foreign])
+        # Shapes with a 0 are inferred ones (norm layers of a 'resattn' load).
+        renamed[key] = value if 0 in entry.shape else value.reshape(entry.shape)
+    assign_parameters(net, renamed, ctx=ctx, source=where)
+    return net
+
+
+def convert_file(model_name, weights, source, out_path, **model_kwargs):
+    """Build ``model_name``, load ``weights`` from ``source`` and save a resattn ``.params``.
+
+    The file is written atomically; it holds the same parameters for either
+    ``variant``, so build the network that uses it with the wiring of the
+    source (``variant='gluoncv'`` for GluonCV's, the reference's and the
+    seed's weights, the default of the CIFAR models).
+
+    Parameters
+    ----------
+    model_name : str
+        A name from :func:`resattn.get_model_list`.
+    weights, source
+        As for :func:`load_params`.
+    out_path : str or os.PathLike
+        The ``.params`` file to write.
+    **model_kwargs
+        Passed to :func:`resattn.get_model` (``classes=100``, ...).
+
+    Returns
+    -------
+    str
+        ``out_path``.
+    """
+    from .zoo import get_model
+    _check_source(source)
+    net = get_model(model_name, **model_kwargs)
+    load_params(net, weights, source)
+    return save_parameters(net, out_path)
