@@ -299,9 +299,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, "%s: error: %s (see `%s --help`)\n" % (self.prog, message, self.prog))
 
 
+#: Modules that register further subcommands with :func:`command` when imported.
+COMMAND_MODULES = ()
+
+
 def build_parser():
     """The argument parser with every registered subcommand."""
+    import importlib
     from . import __version__
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
     parser = _Parser(prog="resattn", description="Residual Attention Networks for MXNet Gluon")
     parser.add_argument("--version", action="version", version="resattn " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

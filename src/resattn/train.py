@@ -123,14 +123,23 @@ def get_context(gpus=None):
 
 
 def make_lr_scheduler(cfg, iters_per_epoch):
-    """Warm-up then decay, as GluonCV's ``LRSequential`` of two ``LRScheduler``."""
+    """Warm-up then decay, as GluonCV's ``LRSequential`` of two ``LRScheduler``.
+
+    A phase of a single iteration has no slope to follow; it runs at the base
+    rate (GluonCV would divide by zero).
+    """
     import_gluoncv()
     from gluoncv.utils import LRScheduler, LRSequential
     steps = [s - cfg.warmup_epochs for s in cfg.lr_steps if s > cfg.warmup_epochs]
-    parts = [LRScheduler("linear", base_lr=0, target_lr=cfg.base_lr, nepochs=cfg.warmup_epochs,
-                         iters_per_epoch=iters_per_epoch)] if cfg.warmup_epochs else []
-    parts.append(LRScheduler(cfg.lr_mode, base_lr=cfg.base_lr, target_lr=0,
-                             nepochs=cfg.epochs - cfg.warmup_epochs,
+    decay_iters = (cfg.epochs - cfg.warmup_epochs) * iters_per_epoch
+    parts = []
+    if cfg.warmup_epochs:
+        warm_iters = cfg.warmup_epochs * iters_per_epoch
+        parts.append(LRScheduler("linear" if warm_iters > 1 else "constant", base_lr=0,
+                                 target_lr=cfg.base_lr, nepochs=cfg.warmup_epochs,
+                                 iters_per_epoch=iters_per_epoch))
+    parts.append(LRScheduler(cfg.lr_mode if decay_iters > 1 else "constant", base_lr=cfg.base_lr,
+                             target_lr=0, nepochs=cfg.epochs - cfg.warmup_epochs,
                              iters_per_epoch=iters_per_epoch, step_epoch=steps,
                              step_factor=cfg.lr_decay, power=2))
     return LRSequential(parts)
@@ -302,8 +311,42 @@ def plot_curves(history, path):
 
 
 # ----------------------------------------------------------------------------- fit
-def _no_progress(iterable, **kwargs):
-    return iterable
+class _InterruptFlag:
+    """Turns the first Ctrl-C into a request honoured at the next batch boundary.
+
+    Stopping between batches keeps parameters, BatchNorm statistics and the
+    optimizer consistent, so the checkpoint resumes exactly; a second Ctrl-C
+    interrupts at once. Outside the main thread signals are left alone.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this batch (press again to abort now)", flush=True)
+
+    def __enter__(self):
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+    @staticmethod
+    def exit(prefix, epoch, batch):
+        print("interrupted: resumable checkpoint at %s.params (epoch %d, batch %d); continue "
+              "with --resume" % (prefix, epoch + 1, batch), flush=True)
+        raise KeyboardInterrupt
 
 
 def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None, resume=False,
@@ -378,12 +421,12 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
     if cfg.dtype == "float16":
         amp.init_trainer(trainer)
 
-    start_epoch, start_batch, best_top1, history = 0, 0, -1.0, []
+    start_epoch, start_batch, best_top1, history, partial = 0, 0, -1.0, [], None
     last_prefix = os.path.join(out_dir, "last")
     if resume:
         meta = load_checkpoint(last_prefix, net, trainer, ctx=ctx)
         start_epoch, start_batch = meta["epoch"], meta["batch"]
-        best_top1, history = meta["best_top1"], meta["history"]
+        best_top1, history, partial = meta["best_top1"], meta["history"], meta.get("partial")
         if meta.get("config") and meta["config"] != dataclasses.asdict(cfg):
             changed = sorted(k for k, v in dataclasses.asdict(cfg).items()
                              if meta["config"].get(k) != v)
@@ -396,29 +439,29 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
         _write_metrics(os.path.join(out_dir, "metrics.jsonl"), history)
 
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=False)
-    if progress:
-        from tqdm import tqdm
-    else:
-        tqdm = _no_progress
+    from tqdm import tqdm
     mixup_until = cfg.epochs - cfg.mixup_off_epochs
 
-    def checkpoint(prefix, epoch, batch):
+    def checkpoint(prefix, epoch, batch, partial=None):
         save_checkpoint(prefix, net, trainer, {
             "epoch": epoch, "batch": batch, "best_top1": best_top1, "history": history,
-            "config": dataclasses.asdict(cfg)})
+            "config": dataclasses.asdict(cfg), "partial": partial})
 
-    for epoch in range(start_epoch, cfg.epochs):
-        _seed_everything(cfg.seed, epoch)
-        tic, seen, loss_sum, skipped = time.time(), 0, 0.0, 0
-        first = start_batch if epoch == start_epoch else 0
-        bar = tqdm(train_data, total=iters_per_epoch, desc="epoch %d/%d" % (epoch + 1, cfg.epochs),
-                   leave=False, disable=None)
-        batch_idx = -1
-        try:
+    stop = _InterruptFlag()
+    with stop:
+        for epoch in range(start_epoch, cfg.epochs):
+            _seed_everything(cfg.seed, epoch)
+            tic, seen, loss_sum, skipped = time.time(), 0, 0.0, 0
+            first = start_batch if epoch == start_epoch else 0
+            if first and partial:  # sums of the batches done before the interruption
+                seen, loss_sum, skipped = partial["seen"], partial["loss_sum"], partial["skipped"]
+            bar = tqdm(train_data, total=iters_per_epoch, leave=False,
+                       disable=None if progress else True,
+                       desc="epoch %d/%d" % (epoch + 1, cfg.epochs))
             for batch_idx, batch in enumerate(bar):
-                # Reseeding after each fetch makes the loader's augmentation of the next
-                # batch a function of (seed, epoch, batch) alone, so a resumed run can
-                # replay the skipped batches and continue on the same path.
+                # Reseeding after each fetch makes everything random in the next batch a
+                # function of (seed, epoch, batch) alone, so a resumed run can replay the
+                # skipped batches and continue on exactly the same path.
                 batch_seed = _seed_everything(cfg.seed, epoch, batch_idx)
                 if batch_idx < first:
                     continue
@@ -443,48 +486,48 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
                 n = sum(y.shape[0] for y in ys)
                 if not math.isfinite(batch_loss):
                     if cfg.nonfinite == "stop":
+                        bar.close()
                         raise NonFiniteLossError(
                             "non-finite loss %r at epoch %d batch %d; stopped, last good "
                             "checkpoint kept in %s" % (batch_loss, epoch + 1, batch_idx,
                                                        last_prefix + ".params"))
                     skipped += 1
-                    continue
-                trainer.step(n)
-                seen += n
-                loss_sum += batch_loss
+                else:
+                    trainer.step(n)
+                    seen += n
+                    loss_sum += batch_loss
                 if progress and seen:
-                    elapsed = time.time() - tic
                     bar.set_postfix(loss="%.3f" % (loss_sum / seen),
-                                    img_s="%.0f" % (seen / max(elapsed, 1e-9)),
+                                    img_s="%.0f" % (seen / max(time.time() - tic, 1e-9)),
                                     lr="%.4f" % trainer.learning_rate)
-        except KeyboardInterrupt:
+                if stop.requested and batch_idx + 1 < iters_per_epoch:
+                    bar.close()
+                    if writer:
+                        checkpoint(last_prefix, epoch, batch_idx + 1, {
+                            "seen": seen, "loss_sum": loss_sum, "skipped": skipped})
+                    stop.exit(last_prefix, epoch, batch_idx + 1)
+            bar.close()
+            elapsed = time.time() - tic
+            val = evaluate(net, val_data, ctx, classes)
+            row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                   "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+                   "lr": trainer.learning_rate, "img_per_s": seen / max(elapsed, 1e-9),
+                   "time_s": elapsed, "skipped_batches": skipped}
+            history.append(row)
+            improved = val["top1"] > best_top1
+            best_top1 = max(best_top1, val["top1"])
             if writer:
-                checkpoint(last_prefix, epoch, max(batch_idx, first))
-                print("\ninterrupted: resumable checkpoint at %s.params (epoch %d, batch %d); "
-                      "continue with --resume" % (last_prefix, epoch + 1, max(batch_idx, first)))
-            raise
-        finally:
-            if hasattr(bar, "close"):
-                bar.close()
-        elapsed = time.time() - tic
-        val = evaluate(net, val_data, ctx, classes)
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val["loss"],
-               "val_top1": val["top1"], "val_top5": val["top5"], "lr": trainer.learning_rate,
-               "img_per_s": seen / max(elapsed, 1e-9), "time_s": elapsed,
-               "skipped_batches": skipped}
-        history.append(row)
-        improved = val["top1"] > best_top1
-        best_top1 = max(best_top1, val["top1"])
-        if writer:
-            _write_metrics(os.path.join(out_dir, "metrics.jsonl"), history)
-            with open(os.path.join(out_dir, "train.log"), "a") as log:
-                log.write("epoch %d/%d train_loss %.4f val_loss %.4f val_top1 %.4f val_top5 %.4f "
-                          "lr %.5f img/s %.1f time %.1fs\n" % (
-                              epoch + 1, cfg.epochs, row["train_loss"], row["val_loss"],
-                              row["val_top1"], row["val_top5"], row["lr"], row["img_per_s"],
-                              elapsed))
-            if improved:
-                checkpoint(os.path.join(out_dir, "best"), epoch + 1, 0)
-            checkpoint(last_prefix, epoch + 1, 0)
-            plot_curves(history, os.path.join(out_dir, "curves.png"))
+                _write_metrics(os.path.join(out_dir, "metrics.jsonl"), history)
+                with open(os.path.join(out_dir, "train.log"), "a") as log:
+                    log.write("epoch %d/%d train_loss %.4f val_loss %.4f val_top1 %.4f "
+                              "val_top5 %.4f lr %.5f img/s %.1f time %.1fs\n" % (
+                                  epoch + 1, cfg.epochs, row["train_loss"], row["val_loss"],
+                                  row["val_top1"], row["val_top5"], row["lr"],
+                                  row["img_per_s"], elapsed))
+                if improved:
+                    checkpoint(os.path.join(out_dir, "best"), epoch + 1, 0)
+                checkpoint(last_prefix, epoch + 1, 0)
+                plot_curves(history, os.path.join(out_dir, "curves.png"))
+            if stop.requested and epoch + 1 < cfg.epochs:
+                stop.exit(last_prefix, epoch + 1, 0)
     return history
