@@ -222,3 +222,41 @@ def test_import_without_mxnet_names_the_extras():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert "resattn[cpu]" in out and "resattn[cu112]" in out
+
+
+def _tiny_net(**kwargs):
+    net = ResidualAttentionNet(modules=(1, 1, 1), widths=(8, 16, 32, 32), stages=(2, 3, 4),
+                               stem="cifar", stem_channels=4, final_stride=1, classes=3, **kwargs)
+    net.initialize()
+    return net
+
+
+@pytest.mark.parametrize("hybrid", [False, True])
+@pytest.mark.parametrize("x,fragment", [
+    (mx.nd.zeros((3, 16, 16)), r"4-D batch \(N, 3, H, W\).*got shape \(3, 16, 16\)"),
+    (mx.nd.zeros((2, 16, 16, 3)), r"got shape \(2, 16, 16, 3\): 16 channels; channels-last"),
+    (mx.nd.zeros((2, 1, 16, 16)), r"\(N, 3, H, W\).*1 channels"),
+    (mx.nd.zeros((2, 3, 16, 16), dtype="uint8"), "floating-point input.*uint8"),
+])
+def test_network_rejects_bad_input_early(x, fragment, hybrid):
+    net = _tiny_net()
+    if hybrid:
+        net.hybridize()
+    with pytest.raises(ValueError, match=fragment):
+        net(x)
+
+
+def test_network_accepts_any_size_down_to_one_pixel():
+    net = _tiny_net()
+    assert net(mx.nd.zeros((1, 3, 1, 1))).shape == (1, 3)
+
+
+def test_attention_none_is_plain_network_of_same_depth():
+    plain, attn = _tiny_net(attention="none"), _tiny_net()
+    assert not any(isinstance(b, AttentionModule) for b in _walk(plain))
+    units = lambda net: sum(isinstance(b, ResidualUnit) for b in _walk(net))  # noqa: E731
+    per_module_trunk = 2 * 1 + 2  # p + t + p
+    mask_units = {2: 5, 3: 2, 4: 2}  # (poolings+1) r + (poolings-1)(1 + r) per module
+    assert units(attn) - units(plain) == sum(mask_units.values())
+    assert units(plain) == 3 + 3 + 3 * per_module_trunk
+    assert plain(mx.nd.zeros((1, 3, 9, 9))).shape == (1, 3)

@@ -197,3 +197,10 @@ def test_checkpoint_write_failure_keeps_previous(tmp_path, monkeypatch):
     monkeypatch.undo()
     train.load_checkpoint(os.path.join(out, "last"), get_model("attention56_cifar",
                                                                width_mult=0.0625))
+
+
+def test_existing_run_is_not_overwritten_by_accident(straight, capsys):
+    before = open(os.path.join(straight, "last.params"), "rb").read()
+    assert _run(TINY + ["--epochs", "2", "--out", straight]) == 2
+    assert "already holds a training run" in capsys.readouterr().err
+    assert open(os.path.join(straight, "last.params"), "rb").read() == before

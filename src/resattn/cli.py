@@ -118,7 +118,8 @@ def _model_args(p, model_required=True):
     p.add_argument("--width-mult", type=float, default=None,
                    help="scale every width (quick experiments); default 1")
     p.add_argument("--variant", choices=("official", "gluoncv"), default=None)
-    p.add_argument("--attention", choices=("mixed", "channel", "spatial"), default=None)
+    p.add_argument("--attention", choices=("mixed", "channel", "spatial", "none"), default=None,
+                   help="mask activation; none: plain residual network of the same depth")
     p.add_argument("--learning", choices=("arl", "nal"), default=None)
     p.add_argument("--dataset", required=True,
                    help="cifar10, cifar100, digits, cluttered-digits, imagefolder:PATH, rec:PATH")
@@ -147,6 +148,8 @@ def _train_args(p):
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.params")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if OUT already holds a run")
     p.add_argument("--lr", type=float, default=None, help="base learning rate (0.1 x batch/64)")
     p.add_argument("--optimizer", choices=("nag", "sgd", "adam"), default=None)
     p.add_argument("--momentum", type=float, default=None)
@@ -233,7 +236,8 @@ def _train(args):
              "model_kwargs": model_kwargs, "subset": args.subset, "num_workers": args.num_workers,
              "data_root": args.data_root}
     history = fit(net, train_data, val_data, args.out, config=cfg, ctx=ctx,
-                  classes=info["classes"], resume=args.resume, progress=not args.no_progress,
+                  classes=info["classes"], resume=args.resume, overwrite=args.overwrite,
+                  progress=not args.no_progress,
                   extra_config=extra)
     if history:
         best = max(history, key=lambda r: r["val_top1"])
@@ -300,7 +304,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 #: Modules that register further subcommands with :func:`command` when imported.
-COMMAND_MODULES = ()
+COMMAND_MODULES = ("resattn.cli_masks",)
 
 
 def build_parser():

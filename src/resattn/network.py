@@ -1,8 +1,10 @@
 """The generic Residual Attention Network."""
+import mxnet as mx
+import numpy as np
 from mxnet.gluon import nn
 from mxnet.gluon.nn import BatchNorm, HybridBlock
 
-from .blocks import AttentionModule, ResidualUnit, _check_choice, _check_int
+from .blocks import ATTENTION_TYPES, AttentionModule, ResidualUnit, _check_choice, _check_int
 
 __all__ = ["ResidualAttentionNet", "STEMS"]
 
@@ -47,6 +49,9 @@ class ResidualAttentionNet(HybridBlock):
     attention, learning, variant, unit, norm_layer, norm_kwargs
         Passed to every :class:`AttentionModule`; ``unit`` and the norm
         arguments also build the transition and final units.
+        ``attention='none'`` replaces each attention module by its trunk path
+        alone (``2p + t`` residual units): a plain residual network of the
+        same depth, the baseline of the paper's Table 3.
     dropout : float
         Dropout rate before the classifier (0: none).
     """
@@ -65,6 +70,7 @@ class ResidualAttentionNet(HybridBlock):
         for i, m in enumerate(modules):
             _check_int("modules[%d]" % i, m, 0)
         _check_choice("stem", stem, STEMS)
+        _check_choice("attention", attention, ATTENTION_TYPES + ("none",))
         _check_int("stem_channels", stem_channels, 1)
         _check_int("final_units", final_units, 1)
         _check_int("final_stride", final_stride, 1)
@@ -77,6 +83,7 @@ class ResidualAttentionNet(HybridBlock):
         self.stages = stages
         self.stem = stem
         self.classes = classes
+        self.in_channels = 3
         unit_kw = dict(norm_layer=norm_layer, norm_kwargs=norm_kwargs)
         norm_kw = {} if norm_kwargs is None else dict(norm_kwargs)
         with self.name_scope():
@@ -96,9 +103,15 @@ class ResidualAttentionNet(HybridBlock):
                 stage_seq.add(unit(widths[i], stride=1 if i == 0 else 2, in_channels=in_ch,
                                    **unit_kw))
                 for _ in range(modules[i]):
-                    stage_seq.add(AttentionModule(widths[i], stages[i], p=p, t=t, r=r,
-                                                  attention=attention, learning=learning,
-                                                  variant=variant, unit=unit, **unit_kw))
+                    if attention == "none":
+                        plain = nn.HybridSequential()
+                        for _ in range(2 * p + t):
+                            plain.add(unit(widths[i], **unit_kw))
+                        stage_seq.add(plain)
+                    else:
+                        stage_seq.add(AttentionModule(widths[i], stages[i], p=p, t=t, r=r,
+                                                      attention=attention, learning=learning,
+                                                      variant=variant, unit=unit, **unit_kw))
                 self.features.add(stage_seq)
                 in_ch = widths[i]
             head = nn.HybridSequential()
@@ -124,6 +137,33 @@ class ResidualAttentionNet(HybridBlock):
             modules = [b for b in self.features[s] if isinstance(b, AttentionModule)]
             found.extend(("stage%d.module%d" % (s, k + 1), b) for k, b in enumerate(modules))
         return found
+
+    def forward(self, x, *args):
+        if isinstance(x, mx.nd.NDArray):
+            self._check_input(x)
+        return super().forward(x, *args)
+
+    def _check_input(self, x):
+        """Fail early, naming the expected shape, instead of deep inside MXNet."""
+        shape = tuple(x.shape)
+        expected = "(N, %d, H, W) with N, H, W >= 1" % self.in_channels
+        if len(shape) != 4:
+            raise ValueError("%s expects a 4-D batch %s, got shape %s (rank %d)%s"
+                             % (type(self).__name__, expected, shape, len(shape),
+                                "; add a batch axis with x.expand_dims(0)"
+                                if len(shape) == 3 else ""))
+        if shape[1] != self.in_channels:
+            hint = "; channels-last input? use x.transpose((0, 3, 1, 2))" \
+                if shape[3] == self.in_channels else ""
+            raise ValueError("%s expects %s, got shape %s: %d channels%s"
+                             % (type(self).__name__, expected, shape, shape[1], hint))
+        if min(shape) < 1:
+            raise ValueError("%s expects %s, got an empty batch of shape %s"
+                             % (type(self).__name__, expected, shape))
+        if x.dtype not in (np.float32, np.float16, np.float64):
+            raise ValueError("%s expects floating-point input (float32), got dtype %s; convert "
+                             "images with x.astype('float32') and normalise them"
+                             % (type(self).__name__, np.dtype(x.dtype).name))
 
     def hybrid_forward(self, F, x):
         return self.output(self.features(x))

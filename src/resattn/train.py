@@ -29,8 +29,9 @@ from .io import atomic_write, load_parameters
 
 __all__ = ["TrainConfig", "fit", "evaluate", "make_lr_scheduler", "mixup_batch",
            "smooth_labels", "get_context", "save_checkpoint", "load_checkpoint",
-           "NonFiniteLossError"]
+           "create_kvstore", "NonFiniteLossError", "KVSTORES"]
 
+KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 LR_MODES = ("cosine", "step", "linear", "poly", "constant")
 OPTIMIZERS = ("nag", "sgd", "adam")
 NONFINITE = ("stop", "skip")
@@ -203,6 +204,103 @@ def evaluate(net, data, ctx=None, classes=None):
             "loss": total_loss / count, "samples": count}
 
 
+# ----------------------------------------------------------------------------- distributed
+def create_kvstore(name):
+    """``mx.kv.create(name)`` after checking the name and, for ``dist_*``, the environment.
+
+    A ``dist_*`` kvstore connects to the scheduler named by the ``DMLC_*``
+    variables that :mod:`resattn.launch` (or a cluster scheduler) sets; without
+    them MXNet would fail obscurely or wait forever.
+    """
+    if name not in KVSTORES:
+        raise ValueError("kvstore must be one of %s, got %r" % (", ".join(KVSTORES), name))
+    if name.startswith("dist"):
+        missing = [v for v in ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT",
+                               "DMLC_NUM_SERVER", "DMLC_NUM_WORKER") if v not in os.environ]
+        if missing:
+            raise ValueError("kvstore %r needs the environment of a distributed job (%s not set);"
+                             " start it with `resattn launch -n WORKERS -s SERVERS -- resattn "
+                             "train ...`" % (name, ", ".join(missing)))
+        if os.environ["DMLC_ROLE"] != "worker":
+            raise ValueError("kvstore %r: this process has DMLC_ROLE=%r; training runs in "
+                             "workers (DMLC_ROLE=worker)" % (name, os.environ["DMLC_ROLE"]))
+    return mx.kv.create(name)
+
+
+#: First kvstore key of the sums below; the Trainer numbers parameters from 0.
+_RESERVED_KEY = 1 << 24
+
+
+class _Workers:
+    """The workers of a job as fit sees them: rank, count, and sums over all of them.
+
+    With a synchronous dist kvstore the Trainer keeps ``update_on_kvstore=False``
+    (each worker pulls the summed gradients and applies the optimizer itself),
+    so the servers hold no optimizer: for every key they store the sum of one
+    push per worker. Pushing an array under a reserved key and pulling it back
+    is then an all-reduce, used for losses, sample counts, stop requests,
+    validation counts and BatchNorm statistics. ``dist_async`` has no such
+    sum (its servers apply the optimizer to whatever is pushed, and workers
+    are not in step), so there each worker keeps its own numbers.
+    """
+
+    def __init__(self, kv):
+        self.kv = kv
+        self.dist = kv is not None and "dist" in kv.type
+        self.sync = self.dist and "async" not in kv.type
+        self.rank = kv.rank if self.dist else 0
+        self.num_workers = kv.num_workers if self.dist else 1
+        self._keys = {}
+
+    def sum(self, name, values):
+        """``values`` summed over the workers (float64); every worker must call it alike."""
+        values = np.asarray(values, dtype=np.float64)
+        if not self.sync:
+            return values
+        local = mx.nd.array(values, dtype="float64")
+        if name not in self._keys:  # collective: every worker meets the same names in order
+            self._keys[name] = _RESERVED_KEY + len(self._keys)
+            self.kv.init(self._keys[name], mx.nd.zeros_like(local))
+        self.kv.push(self._keys[name], local)
+        total = mx.nd.zeros_like(local)
+        self.kv.pull(self._keys[name], out=total)
+        return total.asnumpy()
+
+    def average_statistics(self, net):
+        """Replace every non-trained parameter (BatchNorm running mean and variance) by its
+        mean over workers and devices, so that all workers hold identical parameters.
+
+        As timm's ``distribute_bn`` (reduce='mean'): the average of per-shard
+        statistics, which for the variance is not the variance of the union.
+        """
+        params = [p for p in net.collect_params().values()
+                  if p.grad_req == "null" and p._data is not None]
+        if not params:
+            return
+        copies = len(params[0].list_data())
+        flat = np.concatenate([sum(d.asnumpy().astype(np.float64) for d in p.list_data()).ravel()
+                               for p in params])
+        flat = self.sum("statistics", flat) / (copies * self.num_workers)
+        offset = 0
+        for p in params:
+            size = int(np.prod(p.shape))
+            p.set_data(mx.nd.array(flat[offset:offset + size].reshape(p.shape), dtype=p.dtype))
+            offset += size
+
+
+def _optimizer(cfg, net, opt_params, distributed_updates):
+    """The optimizer by name, or, when the servers run it (``dist_async``), an object that
+    carries each parameter's ``wd_mult`` by name: MXNet pickles the optimizer to
+    the servers without the Parameters, which would lose ``no_wd``."""
+    if not distributed_updates:
+        return cfg.optimizer, opt_params
+    names = {i: name for i, name in enumerate(net.collect_params().keys())}
+    optimizer = mx.optimizer.create(cfg.optimizer, param_idx2name=names, **opt_params)
+    optimizer.set_wd_mult({})
+    optimizer.wd_mult = {name: p.wd_mult for name, p in net.collect_params().items()}
+    return optimizer, None
+
+
 # ----------------------------------------------------------------------------- checkpoints
 def _sha1_file(path):
     with open(path, "rb") as f:
@@ -287,6 +385,17 @@ def _write_metrics(path, history):
     atomic_write(path, write)
 
 
+def _write_log(path, history, epochs):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            for r in history:
+                f.write("epoch %d/%d train_loss %.4f val_loss %.4f val_top1 %.4f val_top5 %.4f "
+                        "lr %.5f img/s %.1f time %.1fs\n" % (
+                            r["epoch"], epochs, r["train_loss"], r["val_loss"], r["val_top1"],
+                            r["val_top5"], r["lr"], r["img_per_s"], r["time_s"]))
+    atomic_write(path, write)
+
+
 def plot_curves(history, path):
     """Loss and accuracy per epoch as a PNG (matplotlib, Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -350,7 +459,7 @@ class _InterruptFlag:
 
 
 def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None, resume=False,
-        progress=True, extra_config=None, kvstore=None, rank=0, **overrides):
+        progress=True, extra_config=None, kvstore=None, rank=0, overwrite=False, **overrides):
     """Train ``net`` and write metrics, checkpoints and curves into ``out_dir``.
 
     Parameters
@@ -373,6 +482,10 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
         learning-rate position, optimizer state and random state.
     progress : bool
         Show a tqdm bar per epoch.
+    overwrite : bool
+        Start afresh in an ``out_dir`` that already holds a run; without it
+        (and without ``resume``) such a directory is an error, so that no
+        checkpoint is replaced by accident.
     kvstore : str or KVStore, optional
         Overrides ``config.kvstore`` (``'dist_sync'`` etc. for distributed training).
     rank : int
@@ -393,6 +506,9 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
                          "(this run is on the CPU)")
     writer = rank == 0
     os.makedirs(out_dir, exist_ok=True)
+    if not resume and not overwrite and os.path.exists(os.path.join(out_dir, "last.params")):
+        raise ValueError("%s already holds a training run (last.params); pass --resume to "
+                         "continue it, --overwrite to start again, or another --out" % out_dir)
     iters_per_epoch = len(train_data)
     if iters_per_epoch == 0:
         raise ValueError("training data yields no batch (dataset smaller than batch_size=%d "
@@ -518,12 +634,7 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
             best_top1 = max(best_top1, val["top1"])
             if writer:
                 _write_metrics(os.path.join(out_dir, "metrics.jsonl"), history)
-                with open(os.path.join(out_dir, "train.log"), "a") as log:
-                    log.write("epoch %d/%d train_loss %.4f val_loss %.4f val_top1 %.4f "
-                              "val_top5 %.4f lr %.5f img/s %.1f time %.1fs\n" % (
-                                  epoch + 1, cfg.epochs, row["train_loss"], row["val_loss"],
-                                  row["val_top1"], row["val_top5"], row["lr"],
-                                  row["img_per_s"], elapsed))
+                _write_log(os.path.join(out_dir, "train.log"), history, cfg.epochs)
                 if improved:
                     checkpoint(os.path.join(out_dir, "best"), epoch + 1, 0)
                 checkpoint(last_prefix, epoch + 1, 0)

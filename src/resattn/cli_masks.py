@@ -1,0 +1,106 @@
+"""``resattn masks``: draw (and score) the soft masks of a trained model."""
+import os
+
+import numpy as np
+
+from .cli import _model_kwargs, _saved_config, _size, command
+
+__all__ = ["load_images", "denormalise"]
+
+
+def denormalise(x, mean, std):
+    """(N, 3, H, W) normalised batch -> (N, H, W, 3) float images in [0, 1] for plotting."""
+    x = np.asarray(x, dtype=np.float32).transpose(0, 2, 3, 1)
+    return np.clip(x * np.asarray(std, np.float32) + np.asarray(mean, np.float32), 0, 1)
+
+
+def load_images(paths, size, mean, std):
+    """Read image files, resize to ``size`` (int or (H, W)) and normalise; returns (N, 3, H, W)."""
+    import cv2
+    h, w = (size, size) if isinstance(size, int) else size
+    batch = []
+    for path in paths:
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError("cannot read image %s (missing, or not an image OpenCV reads)" % path)
+        img = cv2.resize(img[:, :, ::-1], (w, h), interpolation=cv2.INTER_AREA)
+        img = (img.astype(np.float32) / 255 - np.asarray(mean, np.float32)) \
+            / np.asarray(std, np.float32)
+        batch.append(img.transpose(2, 0, 1))
+    return np.stack(batch)
+
+
+def _reduction(text):
+    if text in ("mean", "max"):
+        return text
+    if text.startswith("channel:"):
+        try:
+            return ("channel", int(text.split(":", 1)[1]))
+        except ValueError:
+            pass
+    raise ValueError("--reduce must be mean, max or channel:K, got %r" % text)
+
+
+def _args(p):
+    p.add_argument("--model", default=None, help="zoo model (default: from config.json)")
+    p.add_argument("--params", required=True, help="resattn .params file")
+    p.add_argument("images", nargs="*", help="image files (or use --dataset and --index)")
+    p.add_argument("--dataset", default=None, help="take images from this dataset's test split")
+    p.add_argument("--index", type=int, nargs="+", default=None, help="test-split indices")
+    p.add_argument("--input-size", type=_size, default=None, help="resize image files to N|HxW")
+    p.add_argument("--reduce", default="mean", help="mean, max or channel:K")
+    p.add_argument("--score", action="store_true",
+                   help="on cluttered-digits: mask mean inside the digit box / outside, per stage")
+    p.add_argument("--width-mult", type=float, default=None)
+    p.add_argument("-o", "--out", default="masks.png", help="PNG to write")
+
+
+@command("masks", "draw each attention module's soft mask over input images")
+def _masks(args):
+    from . import get_model, model_config
+    from .data import dataset_info, get_dataset
+    from .io import load_parameters
+    from .masks import capture, score_by_stage
+    from .viz import plot_masks
+    if not os.path.isfile(args.params):
+        raise ValueError("--params %s: no such file" % args.params)
+    saved = _saved_config(args.params)
+    model = args.model or saved.get("model")
+    if not model:
+        raise ValueError("--model is required (no config.json beside %s)" % args.params)
+    dataset = args.dataset or saved.get("dataset")
+    if bool(args.images) == bool(args.dataset and args.index):
+        raise ValueError("give image files, or --dataset with --index (not both, not neither)")
+    if args.score and not (dataset or "").startswith("cluttered-digits"):
+        raise ValueError("--score needs --dataset cluttered-digits (its digit boxes are known), "
+                         "got %r" % dataset)
+    reduce = _reduction(args.reduce)
+    info = dataset_info(dataset) if dataset else model_config(model)
+    net = get_model(model, classes=saved.get("classes", info["classes"]),
+                    **_model_kwargs(args, saved))
+    load_parameters(net, args.params)
+    net.hybridize()
+    if args.images:
+        x = load_images(args.images, args.input_size or info["input_size"], info["mean"],
+                        info["std"])
+    else:
+        data = get_dataset(args.dataset, train=False, seed=saved.get("seed", 0))
+        bad = [i for i in args.index if not 0 <= i < len(data)]
+        if bad:
+            raise ValueError("--index %s out of range: the %s test split has %d images"
+                             % (bad, args.dataset, len(data)))
+        x = np.stack([data[i][0].asnumpy() for i in args.index])
+    logits, masks = capture(net, x)
+    plot_masks(denormalise(x, info["mean"], info["std"]), masks, args.out, reduce=reduce,
+               title="%s: predicted %s" % (model, ", ".join(map(str, logits.argmax(1)))))
+    print("wrote %s (%d images x %d attention modules)" % (args.out, len(x), len(masks)))
+    if args.score:
+        data = get_dataset(dataset, train=False, seed=saved.get("seed", 0))
+        images = np.stack([data[i][0].asnumpy() for i in range(len(data))])
+        scores = score_by_stage(net, images, data.boxes, reduce=reduce, batch_size=120)
+        for stage, value in scores.items():
+            print("%s mask inside/outside digit box: %.3f" % (stage, value))
+    return 0
+
+
+_masks.arguments = _args
