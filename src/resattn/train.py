@@ -71,7 +71,8 @@ class TrainConfig:
     log_interval: int = 0
 
     def __post_init__(self):
-        self.lr_steps = tuple(int(s) for s in self.lr_steps)
+        self._check_types()
+        self.lr_steps = tuple(self.lr_steps)
         checks = [
             ("epochs", self.epochs, isinstance(self.epochs, int) and self.epochs >= 1, ">= 1"),
             ("batch_size", self.batch_size,
@@ -97,6 +98,32 @@ class TrainConfig:
         for name, value, ok, allowed in checks:
             if not ok:
                 raise ValueError("%s must be %s, got %r" % (name, allowed, value))
+
+    def _check_types(self):
+        """Settings from JSON files or Python must have the fields' types (no silent casts)."""
+        for field in dataclasses.fields(self):
+            value, default = getattr(self, field.name), field.default
+            if field.name == "lr" and value is None:
+                continue
+            if isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif isinstance(default, float) or field.name == "lr":
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and math.isfinite(value)
+                if ok:
+                    setattr(self, field.name, float(value))
+            elif isinstance(default, str):
+                ok = isinstance(value, str)
+            else:  # lr_steps
+                ok = isinstance(value, (list, tuple)) and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in value)
+            if not ok:
+                kind = {bool: "true or false", int: "an integer", float: "a finite number",
+                        str: "a string"}.get(type(default), "a list of integers")
+                raise ValueError("%s must be %s, got %r" % (
+                    field.name, "a finite number" if field.name == "lr" else kind, value))
 
     @property
     def base_lr(self):
@@ -273,8 +300,7 @@ class _Workers:
         As timm's ``distribute_bn`` (reduce='mean'): the average of per-shard
         statistics, which for the variance is not the variance of the union.
         """
-        params = [p for p in net.collect_params().values()
-                  if p.grad_req == "null" and p._data is not None]
+        params = [p for p in net.collect_params().values() if p.grad_req == "null"]
         if not params:
             return
         copies = len(params[0].list_data())
@@ -296,7 +322,6 @@ def _optimizer(cfg, net, opt_params, distributed_updates):
         return cfg.optimizer, opt_params
     names = {i: name for i, name in enumerate(net.collect_params().keys())}
     optimizer = mx.optimizer.create(cfg.optimizer, param_idx2name=names, **opt_params)
-    optimizer.set_wd_mult({})
     optimizer.wd_mult = {name: p.wd_mult for name, p in net.collect_params().items()}
     return optimizer, None
 
@@ -310,18 +335,21 @@ def _sha1_file(path):
 def save_checkpoint(prefix, net, trainer, meta):
     """Write ``prefix.params`` and ``prefix.states`` so that no crash loses a good pair.
 
-    The states file carries the trainer's optimizer state, ``meta`` and the
+    The states file carries the trainer's optimizer state (None without a
+    trainer, as in ``dist_async`` where the servers hold it), ``meta`` and the
     SHA-1 of the parameters it belongs to. The previous states file is kept
     as ``prefix.states.prev`` until the new pair is complete, and
     :func:`load_checkpoint` takes whichever states file matches the params.
     """
     params_path, states_path = prefix + ".params", prefix + ".states"
     tmp_params = atomic_write(params_path + ".new", net.save_parameters)
-    tmp_trainer = prefix + ".trainer.tmp"
-    trainer.save_states(tmp_trainer)
-    with open(tmp_trainer, "rb") as f:
-        trainer_bytes = f.read()
-    os.remove(tmp_trainer)
+    trainer_bytes = None
+    if trainer is not None:
+        tmp_trainer = prefix + ".trainer.tmp"
+        trainer.save_states(tmp_trainer)
+        with open(tmp_trainer, "rb") as f:
+            trainer_bytes = f.read()
+        os.remove(tmp_trainer)
     payload = {"meta": meta, "trainer": trainer_bytes, "params_sha1": _sha1_file(tmp_params)}
 
     def write_states(path):
@@ -356,6 +384,9 @@ def load_checkpoint(prefix, net, trainer=None, ctx=None):
     if payload is None:
         raise ValueError("%s has no matching %s.states (interrupted while writing or edited "
                          "by hand); cannot resume" % (params_path, prefix))
+    if trainer is not None and payload["trainer"] is None:
+        raise ValueError("%s holds no optimizer state (written by a dist_async job, whose "
+                         "servers keep it); cannot resume" % params_path)
     load_parameters(net, params_path, ctx=ctx)
     if trainer is not None:
         tmp = prefix + ".trainer.tmp"
@@ -369,6 +400,14 @@ def load_checkpoint(prefix, net, trainer=None, ctx=None):
 
 
 # ----------------------------------------------------------------------------- outputs
+def _remove_stale_temporaries(out_dir):
+    """Delete temporary files a killed run left behind; the files they were for are intact."""
+    for name in os.listdir(out_dir):
+        if (name.startswith(".") and name.endswith(".tmp")) or name.endswith(
+                (".params.new", ".trainer.tmp")):
+            os.remove(os.path.join(out_dir, name))
+
+
 def _write_json(path, obj):
     def write(tmp):
         with open(tmp, "w") as f:
@@ -487,9 +526,22 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
         (and without ``resume``) such a directory is an error, so that no
         checkpoint is replaced by accident.
     kvstore : str or KVStore, optional
-        Overrides ``config.kvstore`` (``'dist_sync'`` etc. for distributed training).
+        Overrides ``config.kvstore``; one of :data:`KVSTORES` or a kvstore.
+        With ``dist_sync``/``dist_device_sync`` each worker passes its own
+        shard as ``train_data`` (and may pass a shard as ``val_data``) and
+        everything reported is summed over the workers: ``train_loss`` and
+        ``img_per_s`` of the whole job, validation of the union of the val
+        shards. The gradient of a step is the mean over the global batch
+        (the per-worker batches together), ``lr=None`` scales with that
+        global batch, and BatchNorm statistics are averaged over the workers
+        after each epoch so that every worker holds the same parameters. With
+        ``dist_async`` the servers run the optimizer, each push is one update
+        with the per-worker batch, and each worker reports its own numbers;
+        its checkpoints hold no optimizer state and cannot be resumed.
+        ``docs/distributed.md`` has the details.
     rank : int
-        Worker rank; only rank 0 writes files.
+        Worker rank; only rank 0 writes files. A dist kvstore's own rank takes
+        its place.
 
     Returns
     -------
@@ -504,11 +556,28 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
     if cfg.dtype == "float16" and all(c.device_type == "cpu" for c in ctx):
         raise ValueError("--dtype float16 uses MXNet AMP, which needs a GPU; pass --gpus "
                          "(this run is on the CPU)")
+    kv = kvstore if kvstore is not None else cfg.kvstore
+    if isinstance(kv, str):
+        if kv not in KVSTORES:
+            raise ValueError("kvstore must be one of %s, got %r" % (", ".join(KVSTORES), kv))
+        if kv.startswith("dist"):
+            kv = create_kvstore(kv)
+    workers = _Workers(kv if isinstance(kv, mx.kvstore.KVStore) else None)
+    server_updates = workers.dist and not workers.sync  # dist_async: the servers step
+    if workers.dist:
+        rank = workers.rank
+        if resume and server_updates:
+            raise ValueError("--resume is not possible with kvstore %r: its optimizer state "
+                             "lives on the servers and is not checkpointed; use dist_sync"
+                             % kv.type)
     writer = rank == 0
-    os.makedirs(out_dir, exist_ok=True)
+    if writer:
+        os.makedirs(out_dir, exist_ok=True)
     if not resume and not overwrite and os.path.exists(os.path.join(out_dir, "last.params")):
         raise ValueError("%s already holds a training run (last.params); pass --resume to "
                          "continue it, --overwrite to start again, or another --out" % out_dir)
+    if writer:
+        _remove_stale_temporaries(out_dir)
     iters_per_epoch = len(train_data)
     if iters_per_epoch == 0:
         raise ValueError("training data yields no batch (dataset smaller than batch_size=%d "
@@ -527,13 +596,27 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
             if name.endswith(("gamma", "beta", "bias")):
                 param.wd_mult = 0.0
     net.hybridize(static_alloc=True)
-    opt_params = {"wd": cfg.wd, "lr_scheduler": make_lr_scheduler(cfg, iters_per_epoch)}
+    # Synchronous workers step together on the global batch, so the linear scaling rule
+    # takes the global batch; asynchronous updates each carry one worker's batch, and the
+    # servers count one update per worker and iteration.
+    lr_cfg = cfg
+    if workers.sync and cfg.lr is None:
+        lr_cfg = dataclasses.replace(cfg, lr=cfg.base_lr * workers.num_workers)
+    updates_per_iter = workers.num_workers if server_updates else 1
+    opt_params = {"wd": cfg.wd, "lr_scheduler": make_lr_scheduler(
+        lr_cfg, iters_per_epoch * updates_per_iter)}
     if cfg.optimizer in ("nag", "sgd"):
         opt_params["momentum"] = cfg.momentum
     if cfg.dtype == "float16":
         opt_params["multi_precision"] = True
-    trainer = gluon.Trainer(net.collect_params(), cfg.optimizer, opt_params,
-                            kvstore=kvstore if kvstore is not None else cfg.kvstore)
+    optimizer, opt_params = _optimizer(cfg, net, opt_params, server_updates)
+    trainer = gluon.Trainer(net.collect_params(), optimizer, opt_params, kvstore=kv,
+                            **({"update_on_kvstore": False} if workers.sync else {}))
+
+    def learning_rate(iterations):
+        if server_updates:  # the local optimizer never steps; the servers' schedule does
+            return trainer.optimizer.lr_scheduler(iterations * updates_per_iter)
+        return trainer.learning_rate
     if cfg.dtype == "float16":
         amp.init_trainer(trainer)
 
@@ -548,9 +631,16 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
                              if meta["config"].get(k) != v)
             raise ValueError("--resume with different settings (%s) than the checkpoint; start "
                              "a new --out or use the same settings" % ", ".join(changed))
+        if meta.get("workers", 1) != workers.num_workers:
+            raise ValueError("--resume with %d worker(s), but the checkpoint was written by %d "
+                             "(shards and learning rate depend on it); use %d"
+                             % (workers.num_workers, meta.get("workers", 1),
+                                meta.get("workers", 1)))
     if writer:
-        full = dict(dataclasses.asdict(cfg), base_lr=cfg.base_lr, classes=classes,
-                    ctx=[str(c) for c in ctx], **(extra_config or {}))
+        full = dict(dataclasses.asdict(cfg), base_lr=lr_cfg.base_lr, classes=classes,
+                    ctx=[str(c) for c in ctx], workers=workers.num_workers,
+                    global_batch_size=cfg.batch_size * workers.num_workers,
+                    **(extra_config or {}))
         _write_json(os.path.join(out_dir, "config.json"), full)
         _write_metrics(os.path.join(out_dir, "metrics.jsonl"), history)
 
@@ -559,14 +649,18 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
     mixup_until = cfg.epochs - cfg.mixup_off_epochs
 
     def checkpoint(prefix, epoch, batch, partial=None):
-        save_checkpoint(prefix, net, trainer, {
+        save_checkpoint(prefix, net, None if server_updates else trainer, {
             "epoch": epoch, "batch": batch, "best_top1": best_top1, "history": history,
-            "config": dataclasses.asdict(cfg), "partial": partial})
+            "config": dataclasses.asdict(cfg), "partial": partial,
+            "workers": workers.num_workers})
+
+    # Workers draw different augmentation and mixup from the same (seed, epoch, batch).
+    own = (workers.rank,) if workers.dist else ()
 
     stop = _InterruptFlag()
     with stop:
         for epoch in range(start_epoch, cfg.epochs):
-            _seed_everything(cfg.seed, epoch)
+            _seed_everything(cfg.seed, epoch, *own)
             tic, seen, loss_sum, skipped = time.time(), 0, 0.0, 0
             first = start_batch if epoch == start_epoch else 0
             if first and partial:  # sums of the batches done before the interruption
@@ -578,7 +672,7 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
                 # Reseeding after each fetch makes everything random in the next batch a
                 # function of (seed, epoch, batch) alone, so a resumed run can replay the
                 # skipped batches and continue on exactly the same path.
-                batch_seed = _seed_everything(cfg.seed, epoch, batch_idx)
+                batch_seed = _seed_everything(cfg.seed, epoch, batch_idx, *own)
                 if batch_idx < first:
                     continue
                 xs, ys = _split(batch, ctx)
@@ -600,6 +694,11 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
                         autograd.backward(losses)
                 batch_loss = sum(float(l.sum().asscalar()) for l in losses)
                 n = sum(y.shape[0] for y in ys)
+                stop_now = None
+                if workers.sync:  # one sum per batch: skip, stop and step all together
+                    batch_loss, n, requests = workers.sum(
+                        "batch", [batch_loss, n, stop.requested])
+                    n, stop_now = int(round(n)), requests > 0
                 if not math.isfinite(batch_loss):
                     if cfg.nonfinite == "stop":
                         bar.close()
@@ -609,14 +708,17 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
                                                        last_prefix + ".params"))
                     skipped += 1
                 else:
-                    trainer.step(n)
+                    trainer.step(n)  # synchronous: summed gradients over the global batch
                     seen += n
                     loss_sum += batch_loss
                 if progress and seen:
                     bar.set_postfix(loss="%.3f" % (loss_sum / seen),
                                     img_s="%.0f" % (seen / max(time.time() - tic, 1e-9)),
-                                    lr="%.4f" % trainer.learning_rate)
-                if stop.requested and batch_idx + 1 < iters_per_epoch:
+                                    lr="%.4f" % learning_rate(epoch * iters_per_epoch
+                                                              + batch_idx + 1))
+                if stop_now is None:
+                    stop_now = stop.requested
+                if stop_now and batch_idx + 1 < iters_per_epoch:
                     bar.close()
                     if writer:
                         checkpoint(last_prefix, epoch, batch_idx + 1, {
@@ -624,11 +726,24 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
                     stop.exit(last_prefix, epoch, batch_idx + 1)
             bar.close()
             elapsed = time.time() - tic
+            if workers.sync:
+                workers.average_statistics(net)
             val = evaluate(net, val_data, ctx, classes)
+            stop_now = stop.requested
+            if workers.sync:
+                count = val["samples"]
+                total = workers.sum("val", [val["loss"] * count, round(val["top1"] * count),
+                                            round(val["top5"] * count), count, stop.requested])
+                val = {"loss": total[0] / total[3], "top1": total[1] / total[3],
+                       "top5": total[2] / total[3], "samples": int(total[3])}
+                stop_now = total[4] > 0
             row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                    "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
-                   "lr": trainer.learning_rate, "img_per_s": seen / max(elapsed, 1e-9),
+                   "lr": learning_rate((epoch + 1) * iters_per_epoch),
+                   "img_per_s": seen / max(elapsed, 1e-9),
                    "time_s": elapsed, "skipped_batches": skipped}
+            if workers.dist:
+                row["workers"] = workers.num_workers
             history.append(row)
             improved = val["top1"] > best_top1
             best_top1 = max(best_top1, val["top1"])
@@ -639,6 +754,6 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
                     checkpoint(os.path.join(out_dir, "best"), epoch + 1, 0)
                 checkpoint(last_prefix, epoch + 1, 0)
                 plot_curves(history, os.path.join(out_dir, "curves.png"))
-            if stop.requested and epoch + 1 < cfg.epochs:
+            if stop_now and epoch + 1 < cfg.epochs:
                 stop.exit(last_prefix, epoch + 1, 0)
     return history
