@@ -17,6 +17,10 @@ $(VENV)/.install-cpu: pyproject.toml constraints.txt | $(BIN)/python
 
 $(VENV)/.install-test: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install -c constraints.txt -e '.[cpu,test,torch,docs]'
+	touch $@ $(VENV)/.install-cpu $(VENV)/.install-docs
+
+$(VENV)/.install-docs: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -c constraints.txt -e '.[cpu,docs]'
 	touch $@ $(VENV)/.install-cpu
 
 install: $(VENV)/.install-cpu
@@ -25,8 +29,15 @@ install-test: $(VENV)/.install-test
 demo: install
 	$(BIN)/python examples/demo.py --out $(DEMO_OUT)
 
+# pytest also runs every docstring example and builds the docs with -W
+# (tests/test_docs.py), and runs each script of examples/ on tiny settings.
 test: install-test
 	$(BIN)/python -m pytest -q
+
+# HTML documentation, warnings as errors, into docs/_build/html.
+docs: $(VENV)/.install-docs
+	$(BIN)/python -m sphinx -W --keep-going -b html -d docs/_build/doctrees docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
 
 clean:
 	rm -rf $(VENV) runs docs/_build

@@ -204,3 +204,47 @@ def test_existing_run_is_not_overwritten_by_accident(straight, capsys):
     assert _run(TINY + ["--epochs", "2", "--out", straight]) == 2
     assert "already holds a training run" in capsys.readouterr().err
     assert open(os.path.join(straight, "last.params"), "rb").read() == before
+
+
+def _folder_dataset(root, classes=3, per_class=4):
+    cv2 = pytest.importorskip("cv2")
+    for split in ("train", "val"):
+        for c in range(classes):
+            d = root / split / ("class%d" % c)
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                img = np.full((20, 20, 3), 60 * c + 5 * i, dtype=np.uint8)
+                cv2.imwrite(str(d / ("%d.png" % i)), img)
+    return "imagefolder:%s" % root
+
+
+@pytest.mark.parametrize("new_classes", [False, True])
+def test_finetune_keeps_loaded_weights_and_replaces_a_foreign_classifier(
+        straight, tmp_path, monkeypatch, new_classes):
+    seen = {}
+
+    def capture(net, *args, **kwargs):
+        seen["reinit"] = kwargs["reinit"]
+        seen["params"] = {k: None if p._data is None else p.data().asnumpy()
+                          for k, p in net._collect_params_with_prefix().items()}
+        return []
+
+    monkeypatch.setattr(train, "fit", capture)
+    dataset = _folder_dataset(tmp_path / "data") if new_classes else "digits"
+    argv = ["train", "--model", "attention56_cifar", "--width-mult", "0.0625", "--dataset",
+            dataset, "--epochs", "2", "--warmup-epochs", "0", "--batch-size", "4",
+            "--out", str(tmp_path / "ft"),
+            "--finetune", os.path.join(straight, "best.params")]
+    assert _run(argv) == 0
+    saved = mx.nd.load(os.path.join(straight, "best.params"))
+    assert seen["reinit"] is False
+    for name, value in seen["params"].items():
+        if name.startswith("output.") and new_classes:
+            assert value is None  # left for fit to initialise for the 3 new classes
+        else:
+            np.testing.assert_array_equal(value, saved[name].asnumpy())
+
+
+def test_finetune_missing_file(tmp_path, capsys):
+    assert _run(TINY + ["--epochs", "2", "--out", str(tmp_path), "--finetune", "/no/f.params"]) == 2
+    assert "--finetune /no/f.params: no such file" in capsys.readouterr().err

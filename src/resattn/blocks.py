@@ -5,6 +5,8 @@ pre-processing residual units, a trunk branch of ``t`` units and a soft mask
 branch with ``r`` units between adjacent max-poolings; its output is
 ``(1 + M(x)) * T(x)`` (attention residual learning, Eq. 3).
 """
+import contextlib
+
 from mxnet.gluon import nn
 from mxnet.gluon.nn import BatchNorm, HybridBlock
 
@@ -37,6 +39,50 @@ def _check_choice(name, value, choices):
 
 def _norm(norm_layer, norm_kwargs):
     return norm_layer(**({} if norm_kwargs is None else dict(norm_kwargs)))
+
+
+# MXNet's CPU BilinearResize2D is a scalar loop (~20x slower than the oneDNN
+# convolutions around it, and its backward worse), so the soft mask resizes by
+# two small matrix products instead. ONNX export switches back to the operator
+# (see :func:`_resize_operator`), which maps onto ONNX ``Resize``.
+_USE_RESIZE_OP = [False]
+
+
+@contextlib.contextmanager
+def _resize_operator():
+    """Within this context, soft masks trace ``contrib.BilinearResize2D`` (for export)."""
+    saved = _USE_RESIZE_OP[0]
+    _USE_RESIZE_OP[0] = True
+    try:
+        yield
+    finally:
+        _USE_RESIZE_OP[0] = saved
+
+
+def _interpolation(F, src, dst):
+    """``(len(dst), len(src))`` bilinear weights with aligned corners from two aranges."""
+    scale = F.broadcast_div(F.max(src), F.maximum(F.max(dst), 1))
+    pos = F.broadcast_mul(dst, scale)
+    return F.relu(1 - F.abs(F.broadcast_sub(F.expand_dims(pos, 1), F.expand_dims(src, 0))))
+
+
+def _resize_like(F, x, like):
+    """Bilinear resize of ``x`` to the height and width of ``like``, corners aligned.
+
+    Equal to ``F.contrib.BilinearResize2D(x, like=like, mode='like')`` (to
+    float rounding) for any sizes, as ``A_h x A_w^T`` with hat-function
+    weight matrices built in the graph, so hybridized graphs stay size-agnostic.
+    """
+    if _USE_RESIZE_OP[0]:
+        # `like` by keyword: passed positionally it is wrong once hybridized.
+        return F.contrib.BilinearResize2D(x, like=like, mode="like")
+    weight_w = _interpolation(F, F.contrib.arange_like(x, axis=3),
+                              F.contrib.arange_like(like, axis=3))
+    weight_h = _interpolation(F, F.contrib.arange_like(x, axis=2),
+                              F.contrib.arange_like(like, axis=2))
+    out = F.dot(x, F.BlockGrad(weight_w), transpose_b=True)
+    out = F.dot(F.transpose(out, axes=(0, 1, 3, 2)), F.BlockGrad(weight_h), transpose_b=True)
+    return F.transpose(out, axes=(0, 1, 3, 2))
 
 
 class _PreActBottleneck(HybridBlock):
@@ -261,14 +307,15 @@ class AttentionModule(HybridBlock):
             self.post = units(p)
 
     def _activate(self, F, z):
+        # Activation(sigmoid) runs in oneDNN; F.sigmoid is ~7x slower on CPU.
         if self.attention == "mixed":
-            return F.sigmoid(z)
+            return F.Activation(z, act_type="sigmoid")
         if self.attention == "channel":
             return F.L2Normalization(z, mode="channel", eps=1e-10)
         mean = F.mean(z, axis=(2, 3), keepdims=True)
         centred = F.broadcast_sub(z, mean)
         std = F.sqrt(F.mean(F.square(centred), axis=(2, 3), keepdims=True) + 1e-5)
-        return F.sigmoid(F.broadcast_div(centred, std))
+        return F.Activation(F.broadcast_div(centred, std), act_type="sigmoid")
 
     def soft_mask(self, F, x, trunk):
         """The soft mask ``M(x)`` of the pre-processed input ``x``; ``trunk`` is ``T(x)``."""
@@ -282,12 +329,11 @@ class AttentionModule(HybridBlock):
                 feat = self.mask_down[level](feat)
                 down.append(feat)
             for level in reversed(range(self.num_pools - 1)):
-                # `like` by keyword: passed positionally it is wrong once hybridized.
-                feat = F.contrib.BilinearResize2D(feat, like=down[level], mode="like")
+                feat = _resize_like(F, feat, down[level])
                 if self.variant == "gluoncv":
                     feat = feat + down[level]
                 feat = self.mask_up[level](feat + self.mask_skip[level](down[level]))
-            feat = F.contrib.BilinearResize2D(feat, like=trunk, mode="like")
+            feat = _resize_like(F, feat, trunk)
             if self.variant == "gluoncv":
                 feat = feat + trunk
         return self._activate(F, self.mask_head(feat))

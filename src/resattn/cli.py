@@ -4,6 +4,7 @@ Every subcommand is a ``(add_arguments, run)`` pair registered in
 :data:`COMMANDS`. Bad input ends with a one-line error and exit status 2.
 """
 import argparse
+import os
 import sys
 
 __all__ = ["main", "build_parser", "COMMANDS"]
@@ -150,6 +151,9 @@ def _train_args(p):
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.params")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh even if OUT already holds a run")
+    p.add_argument("--finetune", default=None, metavar="PARAMS",
+                   help="start from this resattn .params file (a classifier of another size is "
+                        "replaced by a new one)")
     p.add_argument("--lr", type=float, default=None, help="base learning rate (0.1 x batch/64)")
     p.add_argument("--optimizer", choices=("nag", "sgd", "adam"), default=None)
     p.add_argument("--momentum", type=float, default=None)
@@ -172,8 +176,16 @@ def _train_args(p):
     p.add_argument("--dtype", choices=("float32", "float16"), default=None)
     p.add_argument("--nonfinite", choices=("stop", "skip"), default=None,
                    help="on a NaN/inf loss: stop (default) or skip the batch")
-    p.add_argument("--kvstore", default=None, help="local, device, dist_sync, ...")
+    p.add_argument("--kvstore", default=None, choices=_KVSTORES,
+                   help="gradient aggregation (default device); dist_* under `resattn launch`, "
+                        "with --batch-size per worker (docs/distributed.md)")
+    p.add_argument("--syncbn", action="store_true",
+                   help="SyncBatchNorm: batch statistics over all --gpus of a worker")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+#: As :data:`resattn.train.KVSTORES`, here so that building the parser imports no MXNet.
+_KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 
 
 _TRAIN_DEFAULTS = {"epochs": 220, "batch_size": 64, "cutout": 0}
@@ -216,34 +228,85 @@ def _train_settings(args):
     return TrainConfig(**settings), cutout
 
 
+def _load_for_finetuning(net, path, ctx):
+    """Load ``path`` into ``net``; a classifier of another shape is left to be initialised."""
+    import mxnet as mx
+    from .io import load_parameters
+    if not os.path.isfile(path):
+        raise ValueError("--finetune %s: no such file" % path)
+    try:
+        saved = mx.nd.load(path)
+    except mx.base.MXNetError:
+        saved = {}  # load_parameters below reports the unreadable file
+    ignore = [name for name, param in net.output._collect_params_with_prefix("output").items()
+              if name in saved and tuple(saved[name].shape) != param.shape]
+    load_parameters(net, path, ctx=ctx[0], ignore=ignore)
+    if ignore:
+        print("--finetune: new classifier (%s) for %d classes; the rest from %s"
+              % (", ".join(ignore), net.classes, path))
+
+
 @command("train", "train a zoo model (CIFAR recipe by default) and write metrics and checkpoints")
 def _train(args):
+    import mxnet as mx
     from . import get_model
     from .data import dataset_info, get_data_loader
-    from .train import fit, get_context
+    from .train import create_kvstore, fit, get_context
     cfg, cutout = _train_settings(args)
+    if cfg.kvstore not in _KVSTORES:  # from --config
+        raise ValueError("kvstore must be one of %s, got %r" % (", ".join(_KVSTORES),
+                                                                cfg.kvstore))
     ctx = get_context(args.gpus)
     info = dataset_info(args.dataset)
     model_kwargs = _model_kwargs(args)
-    net = get_model(args.model, classes=info["classes"], **model_kwargs)
-    data_kw = dict(num_workers=args.num_workers, subset=args.subset)
-    if args.data_root:
-        data_kw["root"] = args.data_root
-    train_data = get_data_loader(args.dataset, True, cfg.batch_size, cutout=cutout, seed=cfg.seed,
-                                 **data_kw)
-    val_data = get_data_loader(args.dataset, False, cfg.batch_size, seed=cfg.seed, **data_kw)
-    extra = {"model": args.model, "dataset": args.dataset, "cutout": cutout,
-             "model_kwargs": model_kwargs, "subset": args.subset, "num_workers": args.num_workers,
-             "data_root": args.data_root}
-    history = fit(net, train_data, val_data, args.out, config=cfg, ctx=ctx,
-                  classes=info["classes"], resume=args.resume, overwrite=args.overwrite,
-                  progress=not args.no_progress,
-                  extra_config=extra)
-    if history:
-        best = max(history, key=lambda r: r["val_top1"])
-        print("best val_top1 %.4f at epoch %d; outputs in %s (best.params, last.params, "
-              "metrics.jsonl, curves.png)" % (best["val_top1"], best["epoch"], args.out))
-    return 0
+    norm_kwargs = {}
+    if args.syncbn:
+        norm_kwargs = dict(norm_layer=mx.gluon.contrib.nn.SyncBatchNorm,
+                           norm_kwargs={"num_devices": len(ctx)})
+    net = get_model(args.model, classes=info["classes"], **model_kwargs, **norm_kwargs)
+    if args.finetune:
+        _load_for_finetuning(net, args.finetune, ctx)
+    # Each worker trains on its strided shard; synchronous workers also validate on one and
+    # fit sums the counts, asynchronous ones (not in step) each validate on everything.
+    kv, rank, parts = cfg.kvstore, 0, 1
+    if cfg.kvstore.startswith("dist"):
+        from .cli_dist import worker_exits_on_failure
+        kv = create_kvstore(cfg.kvstore)
+        rank, parts = kv.rank, kv.num_workers
+
+    def job():
+        val_parts = parts if "async" not in cfg.kvstore else 1
+        data_kw = dict(num_workers=args.num_workers, subset=args.subset)
+        if args.data_root:
+            data_kw["root"] = args.data_root
+        train_data = get_data_loader(args.dataset, True, cfg.batch_size, cutout=cutout,
+                                     seed=cfg.seed, num_parts=parts, part_index=rank, **data_kw)
+        val_data = get_data_loader(args.dataset, False, cfg.batch_size, seed=cfg.seed,
+                                   num_parts=val_parts, part_index=rank if val_parts > 1 else 0,
+                                   **data_kw)
+        if parts > 1:
+            print("%s: worker rank %d of %d, %d batches of %d per epoch from its shard (global "
+                  "batch %d)" % (cfg.kvstore, rank, parts, len(train_data), cfg.batch_size,
+                                 cfg.batch_size * parts), flush=True)
+        extra = {"model": args.model, "dataset": args.dataset, "cutout": cutout,
+                 "model_kwargs": model_kwargs, "subset": args.subset,
+                 "num_workers": args.num_workers, "data_root": args.data_root,
+                 "syncbn": args.syncbn}
+        history = fit(net, train_data, val_data, args.out, config=cfg, ctx=ctx,
+                      classes=info["classes"], resume=args.resume, overwrite=args.overwrite,
+                      reinit=not args.finetune,
+                      progress=not args.no_progress, kvstore=kv, rank=rank,
+                      extra_config=extra)
+        if history and rank == 0:
+            best = max(history, key=lambda r: r["val_top1"])
+            print("best val_top1 %.4f at epoch %d; outputs in %s (best.params, last.params, "
+                  "metrics.jsonl, curves.png)" % (best["val_top1"], best["epoch"], args.out))
+        return 0
+
+    if isinstance(kv, str):
+        return job()
+    with worker_exits_on_failure("train"):
+        return job()
 
 
 _train.arguments = _train_args
@@ -304,7 +367,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 #: Modules that register further subcommands with :func:`command` when imported.
-COMMAND_MODULES = ("resattn.cli_masks",)
+COMMAND_MODULES = ("resattn.cli_masks", "resattn.cli_dist", "resattn.cli_deploy")
 
 
 def build_parser():
@@ -342,4 +405,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m resattn.cli`: run the imported module, whose COMMANDS also hold the
+    # subcommands that COMMAND_MODULES register (they import resattn.cli, not __main__).
+    from resattn.cli import main as _main
+    sys.exit(_main())

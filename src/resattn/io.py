@@ -43,15 +43,18 @@ def _compatible(expected, got):
     return len(expected) == len(got) and all(e in (0, g) for e, g in zip(expected, got))
 
 
-def assign_parameters(net, arrays, ctx=None, source="<dict>"):
+def assign_parameters(net, arrays, ctx=None, source="<dict>", ignore=()):
     """Check ``arrays`` against ``net``'s structural names, then assign them all.
 
     Every missing, unexpected or wrongly shaped entry is named in one
     ValueError before anything is assigned, so a failed load leaves the
-    network untouched.
+    network untouched. Names in ``ignore`` are neither required nor loaded
+    (e.g. ``('output.weight', 'output.bias')`` to fine-tune with a new classifier).
     """
     ctx = mx.cpu() if ctx is None else ctx
-    params = net._collect_params_with_prefix()
+    ignore = set(ignore)
+    params = {k: v for k, v in net._collect_params_with_prefix().items() if k not in ignore}
+    arrays = {k: v for k, v in arrays.items() if k not in ignore}
     missing = sorted(set(params) - set(arrays))
     unexpected = sorted(set(arrays) - set(params))
     wrong = ["%s: expected %s, got %s" % (k, params[k].shape, tuple(arrays[k].shape))
@@ -74,11 +77,12 @@ def assign_parameters(net, arrays, ctx=None, source="<dict>"):
         param._load_init(arr.astype(param.dtype, copy=False), ctx)
 
 
-def load_parameters(net, path, ctx=None):
+def load_parameters(net, path, ctx=None, ignore=()):
     """Load a Gluon ``.params`` file, checking every name and shape first.
 
     Accepts files written by ``save_parameters`` and by ``HybridBlock.export``
-    (``arg:``/``aux:`` prefixes). Errors name the file and each mismatch.
+    (``arg:``/``aux:`` prefixes). Errors name the file and each mismatch;
+    ``ignore`` is passed to :func:`assign_parameters`.
     """
     path = os.fspath(path)
     try:
@@ -90,4 +94,4 @@ def load_parameters(net, path, ctx=None):
         raise ValueError("%s holds an unnamed list of arrays, not named parameters" % path)
     arrays = {k.split(":", 1)[1] if k.startswith(("arg:", "aux:")) else k: v
               for k, v in loaded.items()}
-    assign_parameters(net, arrays, ctx=ctx, source=path)
+    assign_parameters(net, arrays, ctx=ctx, source=path, ignore=ignore)

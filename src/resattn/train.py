@@ -18,6 +18,7 @@ import math
 import os
 import pickle
 import random
+import tempfile
 import time
 
 import mxnet as mx
@@ -280,18 +281,57 @@ class _Workers:
         self._keys = {}
 
     def sum(self, name, values):
-        """``values`` summed over the workers (float64); every worker must call it alike."""
+        """``values`` summed over the workers; every worker must call it alike.
+
+        The servers add in float32 (float64 arrays come back rounded to it), so
+        counts are exact up to 2**24 and everything else to about 1e-7.
+        """
         values = np.asarray(values, dtype=np.float64)
         if not self.sync:
             return values
-        local = mx.nd.array(values, dtype="float64")
+        local = mx.nd.array(values, dtype="float32")
         if name not in self._keys:  # collective: every worker meets the same names in order
             self._keys[name] = _RESERVED_KEY + len(self._keys)
             self.kv.init(self._keys[name], mx.nd.zeros_like(local))
         self.kv.push(self._keys[name], local)
         total = mx.nd.zeros_like(local)
         self.kv.pull(self._keys[name], out=total)
-        return total.asnumpy()
+        return total.asnumpy().astype(np.float64)
+
+    def settle(self, trainer):
+        """Let the Trainer put the parameters on the servers now, and wait until it has.
+
+        Gluon's Trainer does that at its first step, with one init-and-pull per
+        parameter, and pushes the first gradients right after; nothing orders
+        such a pull before the gradient push of the same key, and with
+        ``update_on_kvstore=False`` a late pull is answered with the gradient
+        sum instead of rank 0's weights. Seen here on loopback: one parameter of
+        one worker replaced, in about 1 of 6 runs of 2 workers. Call this before
+        the first step of every worker.
+        """
+        if not trainer._kv_initialized:
+            trainer._init_kvstore()
+        if trainer._params_to_init:
+            trainer._init_params()
+        mx.nd.waitall()
+
+    def check_identical(self, net, epoch):
+        """Raise if this worker's parameters differ from the mean over workers.
+
+        Compares the sum of absolute values of each parameter, to the float32
+        precision of :meth:`sum`: a parameter that missed its broadcast shows,
+        rounding-level drift does not.
+        """
+        params = net.collect_params()
+        own = np.array([np.abs(p.data().asnumpy()).sum(dtype=np.float64)
+                        for p in params.values()])
+        mean = self.sum("checksum", own) / self.num_workers
+        bad = np.flatnonzero(np.abs(mean - own) > 1e-5 * np.abs(own) + 1e-6)
+        if bad.size:
+            name = list(params.keys())[bad[0]]
+            raise RuntimeError("after epoch %d, parameter %s of worker rank %d differs from the "
+                               "other workers' (sum |w| %r, mean over workers %r)"
+                               % (epoch, name, self.rank, own[bad[0]], mean[bad[0]]))
 
     def average_statistics(self, net):
         """Replace every non-trained parameter (BatchNorm running mean and variance) by its
@@ -389,8 +429,9 @@ def load_checkpoint(prefix, net, trainer=None, ctx=None):
                          "servers keep it); cannot resume" % params_path)
     load_parameters(net, params_path, ctx=ctx)
     if trainer is not None:
-        tmp = prefix + ".trainer.tmp"
-        with open(tmp, "wb") as f:
+        # A private file: the workers of a distributed job read one checkpoint together.
+        fd, tmp = tempfile.mkstemp(suffix=".trainer")
+        with os.fdopen(fd, "wb") as f:
             f.write(payload["trainer"])
         try:
             trainer.load_states(tmp)
@@ -498,7 +539,8 @@ class _InterruptFlag:
 
 
 def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None, resume=False,
-        progress=True, extra_config=None, kvstore=None, rank=0, overwrite=False, **overrides):
+        progress=True, extra_config=None, kvstore=None, rank=0, overwrite=False, reinit=True,
+        **overrides):
     """Train ``net`` and write metrics, checkpoints and curves into ``out_dir``.
 
     Parameters
@@ -519,6 +561,11 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
     resume : bool
         Continue from ``out_dir/last.params`` with the same epoch, batch,
         learning-rate position, optimizer state and random state.
+    reinit : bool
+        True (a fresh run): initialise every parameter with ``config.init``.
+        False (fine-tuning): keep the parameters already initialised, e.g.
+        loaded from a checkpoint, and initialise only the others, e.g. a new
+        classifier.
     progress : bool
         Show a tqdm bar per epoch.
     overwrite : bool
@@ -588,7 +635,8 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
         amp.init()
     if not resume:
         init = mx.init.MSRAPrelu() if cfg.init == "msraprelu" else mx.init.Xavier()
-        net.initialize(init, ctx=ctx, force_reinit=True)
+        net.initialize(init, ctx=ctx, force_reinit=reinit)
+        net.collect_params().reset_ctx(ctx)
     else:
         net.initialize(mx.init.Zero(), ctx=ctx, force_reinit=False)
     if cfg.no_wd:
@@ -656,6 +704,7 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
 
     # Workers draw different augmentation and mixup from the same (seed, epoch, batch).
     own = (workers.rank,) if workers.dist else ()
+    settled = False
 
     stop = _InterruptFlag()
     with stop:
@@ -708,6 +757,9 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
                                                        last_prefix + ".params"))
                     skipped += 1
                 else:
+                    if workers.sync and not settled:
+                        workers.settle(trainer)
+                        settled = True
                     trainer.step(n)  # synchronous: summed gradients over the global batch
                     seen += n
                     loss_sum += batch_loss
@@ -720,6 +772,8 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
                     stop_now = stop.requested
                 if stop_now and batch_idx + 1 < iters_per_epoch:
                     bar.close()
+                    if workers.sync:  # all stop here; running statistics are linear in
+                        workers.average_statistics(net)  # their start, so resume stays exact
                     if writer:
                         checkpoint(last_prefix, epoch, batch_idx + 1, {
                             "seen": seen, "loss_sum": loss_sum, "skipped": skipped})
@@ -728,6 +782,7 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
             elapsed = time.time() - tic
             if workers.sync:
                 workers.average_statistics(net)
+                workers.check_identical(net, epoch + 1)
             val = evaluate(net, val_data, ctx, classes)
             stop_now = stop.requested
             if workers.sync:

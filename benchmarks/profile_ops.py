@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""Top operators of an Attention-92 (CIFAR) training step or inference batch, from MXNet's profiler.
+
+Operator bulking is switched off (``MXNET_EXEC_BULK_EXEC_TRAIN=0``,
+``MXNET_EXEC_BULK_EXEC_INFERENCE=0``) so that every operator is timed on its
+own; that costs a little speed, so use ``bench_throughput.py`` for throughput.
+
+Usage::
+
+    python benchmarks/profile_ops.py --impl resattn --mode train
+    python benchmarks/profile_ops.py --impl gluoncv --mode train
+    python benchmarks/profile_ops.py --impl resattn --mode fused --top 12
+"""
+import argparse
+import os
+import sys
+import warnings
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--impl", choices=("resattn", "gluoncv"), default="resattn")
+    p.add_argument("--mode", choices=("train", "infer", "fused", "int8", "bf16"),
+                   default="train", help="fused/int8/bf16: resattn.deploy paths (resattn only)")
+    p.add_argument("--steps", type=int, default=3, help="profiled steps")
+    p.add_argument("--top", type=int, default=15)
+    p.add_argument("--threads", type=int, default=None,
+                   help="OMP_NUM_THREADS (default: all CPUs of this process)")
+    args = p.parse_args(argv)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads or len(os.sched_getaffinity(0)))
+    os.environ["MXNET_EXEC_BULK_EXEC_TRAIN"] = "0"
+    os.environ["MXNET_EXEC_BULK_EXEC_INFERENCE"] = "0"
+    warnings.filterwarnings("ignore")
+    import mxnet as mx
+    import numpy as np
+    from mxnet import autograd, gluon, profiler
+
+    from resattn import deploy, get_model
+    from resattn._compat import import_gluoncv
+
+    if args.impl == "gluoncv" and args.mode not in ("train", "infer"):
+        raise SystemExit("--mode %s is a resattn.deploy path; GluonCV has train and infer"
+                         % args.mode)
+    amx = deploy.enable_amx() if args.mode in ("int8", "bf16") else False
+    rng = np.random.RandomState(0)
+    x = mx.nd.array(rng.standard_normal((32, 3, 32, 32)).astype(np.float32))
+    y = mx.nd.array(rng.randint(0, 10, 32))
+    if args.impl == "resattn":
+        net = get_model("attention92_cifar")
+    else:
+        net = import_gluoncv().model_zoo.get_model("cifar_residualattentionnet92")
+    net.initialize(mx.init.MSRAPrelu())
+    net(x)
+    if args.mode == "fused":
+        net = deploy.optimize(net, 32, 32)
+    elif args.mode == "int8":
+        net = deploy.quantize(net, [x], 1)
+    elif args.mode == "bf16":
+        net = deploy.to_bfloat16(net, 32)
+    else:
+        net.hybridize(static_alloc=True, static_shape=True)
+    if args.mode == "train":
+        trainer = gluon.Trainer(net.collect_params(), "sgd",
+                                {"learning_rate": 0.01, "momentum": 0.9})
+        loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+
+        def step():
+            with autograd.record():
+                loss = loss_fn(net(x), y)
+            loss.backward()
+            trainer.step(32)
+            mx.nd.waitall()
+    else:
+        def step():
+            net(x).wait_to_read()
+    step()
+    step()
+    profiler.set_config(profile_all=True, aggregate_stats=True,
+                        filename=os.devnull if os.name != "nt" else "NUL")
+    profiler.set_state("run")
+    for _ in range(args.steps):
+        step()
+    mx.nd.waitall()
+    profiler.set_state("stop")
+    table = profiler.dumps(reset=True, format="json")
+    import json
+    stats = json.loads(table)["Time"]["operator"]
+    ops = sorted(((name, s["Total"] / args.steps, s["Count"] // args.steps)
+                  for name, s in stats.items()), key=lambda r: -r[1])
+    total = sum(t for _, t, _ in ops)
+    print("%s %s, attention92_cifar, batch 32, OMP_NUM_THREADS=%s%s: %.0f ms of operator "
+          "time per %s" % (args.impl, args.mode, os.environ["OMP_NUM_THREADS"],
+                           ", AMX" if amx else "", total,
+                           "step" if args.mode == "train" else "batch"))
+    print("\n| operator | calls | ms | share |")
+    print("|---|---:|---:|---:|")
+    for name, ms, calls in ops[:args.top]:
+        print("| %s | %d | %.1f | %.0f%% |" % (name.replace("_", r"\_"), calls, ms,
+                                               100 * ms / total))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""``resattn export`` and ``resattn quantize``: deployment subcommands (see :mod:`resattn.deploy`)."""
+import os
+
+from .cli import _model_kwargs, _saved_config, _size, command
+
+EXPORT_FORMATS = ("symbol", "onnx")
+
+
+def _deploy_model_args(p):
+    p.add_argument("--model", default=None,
+                   help="zoo model (default: the one in config.json beside --params)")
+    p.add_argument("--params", required=True, help="resattn .params file")
+    p.add_argument("--width-mult", type=float, default=None,
+                   help="width multiplier the weights were trained with (default: config.json's)")
+    p.add_argument("--variant", choices=("official", "gluoncv"), default=None)
+    p.add_argument("--attention", choices=("mixed", "channel", "spatial"), default=None)
+    p.add_argument("--learning", choices=("arl", "nal"), default=None)
+    p.add_argument("--classes", type=int, default=None,
+                   help="classifier size (default: read from the weights)")
+
+
+def _file_classes(path):
+    import mxnet as mx
+    arrays = mx.nd.load(path)
+    for key in ("output.weight", "arg:output.weight"):
+        if isinstance(arrays, dict) and key in arrays:
+            return int(arrays[key].shape[0])
+    return None
+
+
+def _load_net(args):
+    """The network of ``--model``/config.json with ``--params`` loaded, and its name."""
+    from . import get_model
+    from .io import load_parameters
+    if not os.path.isfile(args.params):
+        raise ValueError("--params %s: no such file" % args.params)
+    saved = _saved_config(args.params)
+    model = args.model or saved.get("model")
+    if not model:
+        raise ValueError("--model is required (no config.json beside %s)" % args.params)
+    kwargs = _model_kwargs(args, saved)
+    try:
+        classes = args.classes or _file_classes(args.params)
+    except Exception as err:  # mx.base.MXNetError: unreadable file
+        raise ValueError("cannot read %s as an MXNet parameter file: %s"
+                         % (args.params, str(err).strip().splitlines()[0])) from None
+    if classes:
+        kwargs["classes"] = classes
+    net = get_model(model, **kwargs)
+    load_parameters(net, args.params)
+    return net, model
+
+
+def _export_args(p):
+    _deploy_model_args(p)
+    p.add_argument("--format", required=True, help="symbol (MXNet JSON + params) or onnx")
+    p.add_argument("-o", "--out", required=True,
+                   help="symbol: prefix of PREFIX-symbol.json/-0000.params; onnx: the .onnx file")
+    p.add_argument("--input-size", type=_size, default=None,
+                   help="N or HxW traced for shapes (default: the model's); the exported "
+                        "graph accepts other sizes")
+    p.add_argument("--static", action="store_true",
+                   help="onnx: fix batch 1 and --input-size instead of dynamic shapes")
+    p.add_argument("--no-check", action="store_true",
+                   help="onnx: skip the comparison with MXNet in ONNX Runtime")
+
+
+@command("export", "export weights as an MXNet symbol (JSON + params) or an ONNX file")
+def _export(args):
+    from . import deploy, model_config
+    if args.format not in EXPORT_FORMATS:
+        raise ValueError("--format %r: expected one of %s" % (args.format,
+                                                               ", ".join(EXPORT_FORMATS)))
+    net, model = _load_net(args)
+    size = args.input_size or model_config(model)["input_size"]
+    if args.format == "symbol":
+        sym_path, params_path = deploy.export_symbol(net, args.out, size)
+        print("wrote %s and %s (load with resattn.deploy.load_symbol(%r))"
+              % (sym_path, params_path, args.out))
+        return 0
+    deploy.export_onnx(net, args.out, size, dynamic=not args.static)
+    print("wrote %s (%s shapes)" % (args.out, "static" if args.static else "dynamic"))
+    if not args.no_check:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            print("not checked: onnxruntime is not installed")
+            return 0
+        base = size if isinstance(size, tuple) else (size, size)
+        sizes = [base] if args.static else [base, (base[0] + 8, max(base[1] - 8, 8))]
+        diffs = deploy.check_onnx(args.out, net, sizes, batch_size=1 if args.static else 2)
+        print("checked in ONNX Runtime against MXNet: %s" % ", ".join(
+            "%s rel. diff %.1e" % ("x".join(map(str, s)), d) for s, d in diffs.items()))
+    return 0
+
+
+_export.arguments = _export_args
+
+
+def _quantize_args(p):
+    _deploy_model_args(p)
+    p.add_argument("--calib-dataset", required=True,
+                   help="dataset whose training split calibrates (see `resattn train --help`)")
+    p.add_argument("--calib-batches", type=int, default=5, help="calibration batches (5)")
+    p.add_argument("--calib-mode", default="naive", help="naive (default), entropy or none")
+    p.add_argument("--batch-size", type=int, default=32, help="calibration/eval batch (32)")
+    p.add_argument("--data-root", default=None, help="where CIFAR is stored")
+    p.add_argument("-o", "--out", required=True,
+                   help="prefix of the INT8 model: PREFIX-symbol.json and PREFIX-0000.params")
+    p.add_argument("--eval", action="store_true",
+                   help="also report top-1 of float32 and INT8 on the dataset's test split")
+    p.add_argument("--no-amx", action="store_true",
+                   help="do not enable Intel AMX (used by default where the CPU has it)")
+
+
+@command("quantize", "INT8 post-training quantization for CPU, calibrated on a few batches")
+def _quantize(args):
+    import numpy as np
+    from . import deploy
+    from .data import dataset_info, get_data_loader
+    from .train import evaluate
+    if args.calib_mode not in deploy.CALIB_MODES:
+        raise ValueError("--calib-mode %r: expected one of %s"
+                         % (args.calib_mode, ", ".join(deploy.CALIB_MODES)))
+    if args.calib_batches < 1:
+        raise ValueError("--calib-batches must be >= 1, got %d" % args.calib_batches)
+    amx = False if args.no_amx else deploy.enable_amx()  # before any operator runs
+    net, model = _load_net(args)
+    data_kw = {"root": args.data_root} if args.data_root else {}
+    info = dataset_info(args.calib_dataset)
+    # Calibrate on training images without augmentation, in a fixed shuffled order.
+    np.random.seed(0)
+    calib = get_data_loader(args.calib_dataset, True, args.batch_size, augment=False,
+                            shuffle=True, last_batch="keep", **data_kw)
+    qnet = deploy.quantize(net, calib, args.calib_batches, calib_mode=args.calib_mode)
+    sym_path, params_path = deploy.export_symbol(qnet, args.out, _image_size(calib))
+    print("wrote %s and %s (INT8, %s calibration on %d batches of %d; AMX %s)"
+          % (sym_path, params_path, args.calib_mode, args.calib_batches, args.batch_size,
+             "on" if amx else "off"))
+    if args.eval:
+        val = get_data_loader(args.calib_dataset, False, args.batch_size, **data_kw)
+        net.hybridize(static_alloc=True)
+        fp32 = evaluate(net, val, classes=info["classes"])["top1"]
+        int8 = evaluate(qnet, val, classes=info["classes"])["top1"]
+        print("%s on %s test split: top1 float32 %.4f, int8 %.4f (drop %.2f points)"
+              % (model, args.calib_dataset, fp32, int8, 100 * (fp32 - int8)))
+    return 0
+
+
+def _image_size(loader):
+    for batch in loader:
+        return tuple(batch[0].shape[2:])
+    raise ValueError("calibration dataset is empty")
+
+
+_quantize.arguments = _quantize_args
