@@ -1,5 +1,6 @@
 """Deployment: symbol and ONNX export, oneDNN fusion, INT8, BF16 and the export/quantize CLI."""
 import json
+import os
 
 import mxnet as mx
 import numpy as np
@@ -72,7 +73,8 @@ def test_export_symbol_round_trip(weights, tmp_path):
     assert sym_path.endswith("m-symbol.json") and params_path.endswith("m-0000.params")
     loaded = deploy.load_symbol(tmp_path / "m")
     # also the plain MXNet way, and at a size other than the traced one
-    imported = mx.gluon.SymbolBlock.imports(sym_path, ["data"], params_path)
+    with pytest.warns(UserWarning, match="Cannot decide type"):  # MXNet's, harmless
+        imported = mx.gluon.SymbolBlock.imports(sym_path, ["data"], params_path)
     for shape in ((2, 3, 32, 32), (1, 3, 24, 40)):
         x = _x(*shape)
         ref = net(x)
@@ -225,3 +227,49 @@ def test_cli_errors_are_one_line(run_dir, capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+_AMX_SCRIPT = """
+import sys, numpy as np, mxnet as mx
+from resattn import deploy, get_model
+on = deploy.enable_amx() if sys.argv[1] == "amx" else False
+mx.random.seed(0)
+net = get_model("attention56_cifar", width_mult=1 / 16)
+net.initialize(mx.init.MSRAPrelu())
+x = mx.nd.array(np.random.RandomState(0).standard_normal((4, 3, 32, 32)).astype(np.float32))
+net(x)
+out = [deploy.quantize(net, [x], 1)(x).asnumpy(), deploy.to_bfloat16(net)(x).asnumpy()]
+np.save(sys.argv[2], np.stack(out))
+print("AMX", on)
+"""
+
+
+def test_enable_amx_keeps_int8_and_bf16_results(tmp_path):
+    # AMX must be enabled before oneDNN's first operator, so each run is a fresh process.
+    import subprocess
+    import sys
+    if not {"amx_tile", "amx_int8", "amx_bf16"} <= deploy._cpu_flags():
+        pytest.skip("this CPU has no Intel AMX")
+    outs = []
+    for mode in ("amx", "plain"):
+        path = tmp_path / (mode + ".npy")
+        env = {k: v for k, v in os.environ.items() if k != "DNNL_MAX_CPU_ISA"}
+        proc = subprocess.run([sys.executable, "-c", _AMX_SCRIPT, mode, str(path)],
+                              capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert ("AMX True" if mode == "amx" else "AMX False") in proc.stdout
+        outs.append(np.load(path))
+    assert rel_diff(outs[0][0], outs[1][0]) < 1e-4  # INT8: integer arithmetic either way
+    assert rel_diff(outs[0][1], outs[1][1]) < 2e-2  # BF16: accumulation order differs
+
+
+def test_enable_amx_respects_an_explicit_isa(monkeypatch):
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    assert deploy.enable_amx() is False
+    assert os.environ["DNNL_MAX_CPU_ISA"] == "AVX2"
+
+
+def test_enable_amx_leaves_the_environment_alone(monkeypatch):
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    deploy.enable_amx()  # oneDNN already runs in this process: no effect, no residue
+    assert "DNNL_MAX_CPU_ISA" not in os.environ

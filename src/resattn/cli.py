@@ -319,7 +319,6 @@ def _eval_args(p):
 
 def _saved_config(params_path):
     import json
-    import os
     path = os.path.join(os.path.dirname(os.path.abspath(params_path)), "config.json")
     if os.path.isfile(path):
         with open(path) as f:
@@ -327,23 +326,40 @@ def _saved_config(params_path):
     return {}
 
 
-@command("eval", "evaluate a .params file: top-1, top-5 and loss")
-def _eval(args):
-    import os
+def load_trained(args, classes=None, ctx=None):
+    """The network of ``args.params``, built from ``--model`` or the run's config.json.
+
+    Flags (``--width-mult``, ``--variant``, ...) override the saved model
+    settings; the parameters are loaded with every name and shape checked.
+
+    Returns
+    -------
+    (net, model name, saved config dict)
+    """
     from . import get_model
-    from .data import dataset_info, get_data_loader
     from .io import load_parameters
-    from .train import evaluate, get_context
     if not os.path.isfile(args.params):
         raise ValueError("--params %s: no such file" % args.params)
     saved = _saved_config(args.params)
     model = args.model or saved.get("model")
     if not model:
         raise ValueError("--model is required (no config.json beside %s)" % args.params)
+    kwargs = _model_kwargs(args, saved)
+    classes = classes or saved.get("classes")
+    if classes:
+        kwargs["classes"] = classes
+    net = get_model(model, **kwargs)
+    load_parameters(net, args.params, ctx=ctx)
+    return net, model, saved
+
+
+@command("eval", "evaluate a .params file: top-1, top-5 and loss")
+def _eval(args):
+    from .data import dataset_info, get_data_loader
+    from .train import evaluate, get_context
     ctx = get_context(args.gpus)
     info = dataset_info(args.dataset)
-    net = get_model(model, classes=info["classes"], **_model_kwargs(args, saved))
-    load_parameters(net, args.params, ctx=ctx[0])
+    net, model, saved = load_trained(args, classes=info["classes"], ctx=ctx[0])
     net.hybridize(static_alloc=True)
     data_kw = dict(num_workers=args.num_workers, subset=args.subset)
     if args.data_root:

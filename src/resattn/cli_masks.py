@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from .cli import _model_kwargs, _saved_config, _size, command
+from .cli import _saved_config, _size, command, load_trained
 
 __all__ = ["load_images", "denormalise"]
 
@@ -57,17 +57,11 @@ def _args(p):
 
 @command("masks", "draw each attention module's soft mask over input images")
 def _masks(args):
-    from . import get_model, model_config
+    from . import model_config
     from .data import dataset_info, get_dataset
-    from .io import load_parameters
     from .masks import capture, score_by_stage
     from .viz import plot_masks
-    if not os.path.isfile(args.params):
-        raise ValueError("--params %s: no such file" % args.params)
-    saved = _saved_config(args.params)
-    model = args.model or saved.get("model")
-    if not model:
-        raise ValueError("--model is required (no config.json beside %s)" % args.params)
+    saved = _saved_config(args.params) if os.path.isfile(args.params) else {}
     dataset = args.dataset or saved.get("dataset")
     if bool(args.images) == bool(args.dataset and args.index):
         raise ValueError("give image files, or --dataset with --index (not both, not neither)")
@@ -75,10 +69,10 @@ def _masks(args):
         raise ValueError("--score needs --dataset cluttered-digits (its digit boxes are known), "
                          "got %r" % dataset)
     reduce = _reduction(args.reduce)
-    info = dataset_info(dataset) if dataset else model_config(model)
-    net = get_model(model, classes=saved.get("classes", info["classes"]),
-                    **_model_kwargs(args, saved))
-    load_parameters(net, args.params)
+    info = dataset_info(dataset) if dataset else None
+    classes = saved.get("classes") or (info and info["classes"])
+    net, model, saved = load_trained(args, classes=classes)
+    info = info or model_config(model)
     net.hybridize()
     if args.images:
         x = load_images(args.images, args.input_size or info["input_size"], info["mean"],

@@ -62,12 +62,12 @@ def enable_amx():
     """Let oneDNN run INT8 and BF16 on Intel AMX tiles (Sapphire Rapids and later).
 
     MXNet 1.9's oneDNN (2.4) uses AMX only if ``DNNL_MAX_CPU_ISA`` allows it
-    and the process has asked Linux for the tile state (``arch_prctl``, Linux
-    5.16+); this does both, in that order. oneDNN fixes its instruction set
-    when it runs its first operator, so call this before running any network;
-    later calls change nothing. On this project's test machine AMX made INT8
-    inference 1.3x and BF16 2.2x faster (``docs/performance.md``); float32 is
-    unaffected.
+    when its first primitive is created, and the process has asked Linux for
+    the tile state (``arch_prctl``, Linux 5.16+); this does both and creates
+    that first primitive. Call it before running any network: once oneDNN has
+    run, its instruction set is fixed and this changes nothing. AMX made INT8
+    inference 1.3x and BF16 2.2x faster on the test machine
+    (``docs/performance.md``); float32 is unaffected.
 
     Returns
     -------
@@ -87,7 +87,20 @@ def enable_amx():
     if libc.syscall(arch_prctl, req_xcomp_perm, xtiledata) != 0:
         return False
     # Only after the kernel granted the tiles: AMX code without them dies on SIGILL.
+    # oneDNN reads the variable when it creates its first primitive, so create one
+    # now, then restore the environment: a child process (e.g. a spawned data
+    # loader) must not inherit the setting without the permission, which exec drops.
+    saved = os.environ.get("DNNL_MAX_CPU_ISA")
     os.environ["DNNL_MAX_CPU_ISA"] = isa if "AMX" in isa else "AVX512_CORE_AMX"
+    try:
+        data = mx.nd.ones((1, 16, 2, 2))
+        mx.nd.Convolution(data, mx.nd.ones((16, 16, 1, 1)), kernel=(1, 1), num_filter=16,
+                          no_bias=True).wait_to_read()
+    finally:
+        if saved is None:
+            del os.environ["DNNL_MAX_CPU_ISA"]
+        else:
+            os.environ["DNNL_MAX_CPU_ISA"] = saved
     return True
 
 
