@@ -65,7 +65,7 @@ def parse_args(argv=None):
     unknown = sorted(set(cases) - set(ALL_CASES))
     if unknown:
         p.error("unknown --only entries %s; valid: %s" % (unknown, ", ".join(ALL_CASES)))
-    args.cases = cases
+    args.cases = tuple(c for c in ALL_CASES if c in cases)
     return args
 
 
@@ -208,31 +208,69 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
-class Case:
-    """One (implementation, mode): ``run(iters)`` appends images/s to ``rates``."""
-
-    def __init__(self, name, step, batch):
-        self.name, self.step, self.batch = name, step, batch
-        self.rates = []
-
-    def run(self, iters):
-        if getattr(self.step, "timed", False):  # times itself in another process
-            self.rates.append(self.step(iters))
-            return
-        self.step()  # warm-up: first call allocates, later ones reuse
-        start = time.perf_counter()
-        for _ in range(iters):
-            self.step()
-        self.rates.append(iters * self.batch / (time.perf_counter() - start))
+def _data(batch, size):
+    import numpy as np
+    rng = np.random.RandomState(0)
+    return (rng.standard_normal((batch, 3, size, size)).astype(np.float32),
+            rng.randint(0, 10, batch))
 
 
-def _torch_worker(conn, path):
-    """Child process: build the PyTorch model from ``path`` and time steps on request."""
+def _mxnet_step(name, batch, size, width_mult, amx, info):
+    """Build one MXNet case in this (worker) process and return its step function."""
+    import mxnet as mx
+    import numpy as np
+    from mxnet import autograd, gluon
+
+    from resattn import deploy, get_model
+    from resattn._compat import import_gluoncv
+
+    info["amx"] = deploy.enable_amx() if amx else False  # before the first operator
+    x_np, y_np = _data(batch, size)
+    x, y = mx.nd.array(x_np), mx.nd.array(y_np)
+    impl, mode = name.split(":")
+    if impl.startswith("gluoncv"):
+        net = import_gluoncv().model_zoo.get_model("cifar_residualattentionnet92")
+    else:
+        net = get_model("attention92_cifar", width_mult=width_mult)
+    net.initialize(mx.init.MSRAPrelu())
+    net(x)
+    if impl.endswith("-fused"):
+        if impl.startswith("gluoncv"):  # the same fusion resattn.deploy.optimize applies
+            net.hybridize()
+            net.optimize_for(x, backend=deploy.fusion_backend(), static_alloc=True,
+                             static_shape=True)
+        else:
+            net = deploy.optimize(net, size, batch)
+    elif impl.endswith("-int8"):
+        calib = [mx.nd.array(np.random.RandomState(s).standard_normal(x.shape)
+                             .astype(np.float32)) for s in (1, 2)]
+        net = deploy.quantize(net, calib, 2)
+    elif impl.endswith("-bf16"):
+        net = deploy.to_bfloat16(net, size)
+    else:
+        net.hybridize(static_alloc=True, static_shape=True)
+    if mode == "infer":
+        def step():
+            net(x).wait_to_read()
+        return step
+    trainer = gluon.Trainer(net.collect_params(), "sgd",
+                            {"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4})
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+
+    def step():
+        with autograd.record():
+            loss = loss_fn(net(x), y)
+        loss.backward()
+        trainer.step(batch)
+        mx.nd.waitall()
+    return step
+
+
+def _torch_step(name, batch, size, weights_path, info):
+    """Build the PyTorch case, check it against resattn's outputs, return its step."""
     import numpy as np
     import torch
-    data = np.load(path)
-    if int(data["threads"]):
-        torch.set_num_threads(int(data["threads"]))
+    data = np.load(weights_path)
     widths = tuple(int(w) for w in data["widths"])
     net = torch_model(widths=widths, stem_channels=int(data["stem"]))
     rename = {"gamma": "weight", "beta": "bias"}
@@ -245,169 +283,111 @@ def _torch_worker(conn, path):
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise RuntimeError("weight copy failed: missing %s, unexpected %s" % (missing, unexpected))
-    x, y = torch.from_numpy(data["x"]), torch.from_numpy(data["y"]).long()
-    net.train()  # batch statistics: see the comment in build_cases
+    x_np, y_np = _data(batch, size)
+    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np).long()
+    net.train()  # batch statistics, as resattn's reference output was computed
     with torch.no_grad():
-        got = net(x[:8]).numpy()
+        got = net(torch.from_numpy(data["ref_x"])).numpy()
     ref = data["ref_out"]
-    rel = float(np.abs(got - ref).max() / np.abs(ref).max())
-    net.eval()
-    train_net = torch_model(widths=widths, stem_channels=int(data["stem"]))
-    train_net.train()
-    opt = torch.optim.SGD(train_net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    info.update(pytorch_vs_resattn_rel_diff=float(np.abs(got - ref).max() / np.abs(ref).max()),
+                torch=torch.__version__, torch_threads=torch.get_num_threads())
+    if name.endswith(":infer"):
+        net.eval()
+
+        def step():
+            with torch.inference_mode():
+                net(x)
+        return step
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     ce = torch.nn.CrossEntropyLoss()
 
-    def train():
+    def step():
         opt.zero_grad(set_to_none=True)
-        ce(train_net(x), y).backward()
+        ce(net(x), y).backward()
         opt.step()
+    return step
 
-    def infer():
-        with torch.inference_mode():
-            net(x)
 
-    steps = {"train": train, "infer": infer}
-    conn.send({"pytorch_vs_resattn_rel_diff": rel, "torch": torch.__version__,
-               "torch_threads": torch.get_num_threads()})
+def _worker(conn, name, batch, size, width_mult, amx, weights_path):
+    """A case's own process: build it, then time ``iters`` steps whenever asked."""
+    warnings.filterwarnings("ignore")
+    info = {}
+    try:
+        if name.startswith("pytorch"):
+            step = _torch_step(name, batch, size, weights_path, info)
+        else:
+            step = _mxnet_step(name, batch, size, width_mult, amx, info)
+        step()
+    except BaseException as err:  # report, do not hang the parent
+        conn.send({"error": "%s: %s" % (type(err).__name__, err)})
+        return
+    conn.send(info)
     while True:
-        msg = conn.recv()
-        if msg is None:
+        iters = conn.recv()
+        if iters is None:
             return
-        mode, iters = msg
-        steps[mode]()
+        step()  # warm-up after the other processes ran
         start = time.perf_counter()
         for _ in range(iters):
-            steps[mode]()
-        conn.send(iters * x.shape[0] / (time.perf_counter() - start))
+            step()
+        conn.send(iters * batch / (time.perf_counter() - start))
 
 
-class TorchWorker:
-    """The PyTorch model in a child process (spawned, so MXNet is never imported there)."""
+class Case:
+    """One (implementation, mode) in its own process; ``run(iters)`` appends images/s.
 
-    def __init__(self, path):
+    Separate processes keep the libraries from disturbing each other: with
+    MXNet's libgomp loaded first, PyTorch shares it and its results were
+    occasionally wrong (1 run in 6); and a second OpenMP thread team in an
+    MXNet process (any large copy run from Python's thread starts one) makes
+    libgomp stop spinning between operators, which cost the INT8 and BF16
+    paths ~20%.
+    """
+
+    def __init__(self, name, args, weights_path=None):
         import multiprocessing as mp
         ctx = mp.get_context("spawn")
+        self.name, self.rates = name, []
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_torch_worker, args=(child, path), daemon=True)
+        self.proc = ctx.Process(target=_worker, daemon=True, args=(
+            child, name, args.batch_size, args.size, args.width_mult, not args.no_amx,
+            weights_path))
         self.proc.start()
         self.info = self.conn.recv()
+        if "error" in self.info:
+            raise SystemExit("%s failed to start: %s" % (name, self.info["error"]))
+
+    def run(self, iters):
+        self.conn.send(iters)
+        self.rates.append(self.conn.recv())
 
     def close(self):
         self.conn.send(None)
-        self.proc.join(10)
-
-    def stepper(self, mode):
-        def step(iters):
-            self.conn.send((mode, iters))
-            return self.conn.recv()
-        step.timed = True
-        return step
+        self.proc.join(30)
 
 
-def build_cases(args, log):
+def _reference_weights(args):
+    """resattn weights and a batch-statistics output for the PyTorch model to match."""
+    import tempfile
+
     import mxnet as mx
     import numpy as np
-    from mxnet import autograd, gluon
+    from mxnet import autograd
 
-    from resattn import deploy, get_model
-    from resattn._compat import import_gluoncv
-
-    batch, size = args.batch_size, args.size
-    rng = np.random.RandomState(0)
-    x_np = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
-    y_np = rng.randint(0, 10, batch)
-    x, y = mx.nd.array(x_np), mx.nd.array(y_np)
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    wm = args.width_mult
-    cases, info = {}, {}
-
-    def resattn_net():
-        net = get_model("attention92_cifar", width_mult=wm)
-        net.initialize(mx.init.MSRAPrelu())
-        net(x)
-        return net
-
-    def gluoncv_net():
-        if wm != 1.0:
-            raise SystemExit("GluonCV's model has fixed widths; use --width-mult 1 or --only")
-        net = import_gluoncv().model_zoo.get_model("cifar_residualattentionnet92")
-        net.initialize(mx.init.MSRAPrelu())
-        net(x)
-        return net
-
-    def mx_train(net):
-        net.hybridize(static_alloc=True, static_shape=True)
-        trainer = gluon.Trainer(net.collect_params(), "sgd",
-                                {"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4})
-
-        def step():
-            with autograd.record():
-                loss = loss_fn(net(x), y)
-            loss.backward()
-            trainer.step(batch)
-            mx.nd.waitall()
-        return step
-
-    def mx_infer(net):
-        def step():
-            net(x).wait_to_read()
-        return step
-
-    want = set(args.cases)
-    if wm != 1.0:
-        want -= {"gluoncv:train", "gluoncv:infer", "gluoncv-fused:infer"}
-    from resattn import profile
-    info["macs_per_image"] = profile(get_model("attention92_cifar", width_mult=wm), size).macs
-    if "resattn:train" in want:
-        cases["resattn:train"] = mx_train(resattn_net())
-    if "gluoncv:train" in want:
-        cases["gluoncv:train"] = mx_train(gluoncv_net())
-    if "resattn:infer" in want:
-        net = resattn_net()
-        net.hybridize(static_alloc=True, static_shape=True)
-        cases["resattn:infer"] = mx_infer(net)
-    if "gluoncv:infer" in want:
-        net = gluoncv_net()
-        net.hybridize(static_alloc=True, static_shape=True)
-        cases["gluoncv:infer"] = mx_infer(net)
-    if "resattn-fused:infer" in want:
-        cases["resattn-fused:infer"] = mx_infer(deploy.optimize(resattn_net(), size, batch))
-    if "gluoncv-fused:infer" in want:
-        net = gluoncv_net()
-        net.hybridize()
-        net.optimize_for(x, backend=deploy.fusion_backend(), static_alloc=True,
-                         static_shape=True)
-        cases["gluoncv-fused:infer"] = mx_infer(net)
-    if "resattn-int8:infer" in want:
-        calib = [mx.nd.array(rng.standard_normal((batch, 3, size, size)).astype(np.float32))
-                 for _ in range(2)]
-        cases["resattn-int8:infer"] = mx_infer(deploy.quantize(resattn_net(), calib, 2))
-    if "resattn-bf16:infer" in want:
-        cases["resattn-bf16:infer"] = mx_infer(deploy.to_bfloat16(resattn_net(), size))
-    if want & {"pytorch:train", "pytorch:infer"}:
-        # PyTorch runs in its own process: with MXNet's libgomp loaded first, the
-        # two runtimes share one OpenMP library and PyTorch's results were
-        # occasionally wrong (1 run in 6); it also keeps thread pools apart.
-        import tempfile
-        ref = resattn_net()
-        with autograd.train_mode():
-            ref_out = ref(mx.nd.array(x_np[:8])).asnumpy()
-        path = os.path.join(tempfile.mkdtemp(prefix="bench_torch_"), "init.npz")
-        np.savez(path, x=x_np, y=y_np, ref_out=ref_out, widths=np.array(ref.widths),
-                 stem=ref.features[0][0].weight.shape[0], threads=args.threads or 0,
-                 **{"param:" + k: p.data().asnumpy()
-                    for k, p in ref._collect_params_with_prefix().items()})
-        worker = TorchWorker(path)
-        atexit.register(worker.close)
-        info.update(worker.info)
-        log("PyTorch model vs resattn, same weights: max relative difference %.2e"
-            % info["pytorch_vs_resattn_rel_diff"])
-        if info["pytorch_vs_resattn_rel_diff"] > 1e-3:
-            raise SystemExit("the PyTorch model does not match resattn; not timing it")
-        for mode in ("train", "infer"):
-            if "pytorch:" + mode in want:
-                cases["pytorch:" + mode] = worker.stepper(mode)
-    return [Case(name, cases[name], batch) for name in ALL_CASES if name in cases], info
+    from resattn import get_model
+    ref = get_model("attention92_cifar", width_mult=args.width_mult)
+    ref.initialize(mx.init.MSRAPrelu())
+    x_np = _data(8, args.size)[0]
+    with autograd.train_mode():
+        # Batch statistics: in inference mode a randomly initialised network's
+        # activations grow ~4x per module, and float rounding with them.
+        ref_out = ref(mx.nd.array(x_np)).asnumpy()
+    path = os.path.join(tempfile.mkdtemp(prefix="bench_torch_"), "weights.npz")
+    np.savez(path, ref_x=x_np, ref_out=ref_out, widths=np.array(ref.widths),
+             stem=ref.features[0][0].weight.shape[0],
+             **{"param:" + k: p.data().asnumpy()
+                for k, p in ref._collect_params_with_prefix().items()})
+    return path
 
 
 def main(argv=None):
@@ -425,12 +405,33 @@ def main(argv=None):
 
     import mxnet as mx
     import numpy as np
-    from resattn import deploy
-    amx = False if args.no_amx else deploy.enable_amx()  # before MXNet runs any operator
+
+    from resattn import get_model, profile
+    if args.width_mult != 1.0:
+        dropped = [c for c in args.cases if c.startswith("gluoncv")]
+        if dropped:
+            log("GluonCV's model has fixed widths: skipping %s at --width-mult %g"
+                % (", ".join(dropped), args.width_mult))
+        args.cases = tuple(c for c in args.cases if not c.startswith("gluoncv"))
+    info = {"macs_per_image": profile(get_model("attention92_cifar",
+                                                width_mult=args.width_mult), args.size).macs}
     peak = peak_gflops()
     log("peak: %.1f GFLOP/s (NumPy float32 matmul 2048^2); OMP_NUM_THREADS=%s"
         % (peak, os.environ.get("OMP_NUM_THREADS")))
-    cases, info = build_cases(args, log)
+    weights = _reference_weights(args) if any(c.startswith("pytorch") for c in args.cases) \
+        else None
+    cases = []
+    for name in args.cases:
+        log("starting %s" % name)
+        cases.append(Case(name, args, weights))
+        atexit.register(cases[-1].close)
+        info.update(cases[-1].info)
+    amx = any(c.info.get("amx") for c in cases)
+    if "pytorch_vs_resattn_rel_diff" in info:
+        log("PyTorch model vs resattn, same weights: max relative difference %.2e"
+            % info["pytorch_vs_resattn_rel_diff"])
+        if info["pytorch_vs_resattn_rel_diff"] > 1e-3:
+            raise SystemExit("the PyTorch model does not match resattn; not timing it")
     for case in cases:  # warm-up round, not recorded (allocators, primitive caches)
         case.run(1)
         case.rates.clear()
@@ -457,6 +458,7 @@ def main(argv=None):
         rows.append(dict(case=c.name, img_s=rate, runs=c.rates, share_of_peak=share, **{
             "vs_" + k: v for k, v in vs.items()}))
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    info.pop("amx", None)
     result = dict(machine=cpu_model(), cores=os.cpu_count(), peak_gflops=peak,
                   peak_gflops_after=peak_after, loadavg_end=load, batch=args.batch_size,
                   size=args.size, width_mult=args.width_mult, rounds=args.rounds,
