@@ -169,6 +169,11 @@ def test_bfloat16_close_to_float32(weights):
     assert rel_diff(out, net(x)) < 0.1  # bfloat16 keeps 8 bits of mantissa
 
 
+def test_uninitialised_network_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="uninitialised parameters"):
+        deploy.export_symbol(get_model(MODEL, width_mult=WIDTH), tmp_path / "m", 32)
+
+
 def test_input_size_validation(weights, tmp_path):
     with pytest.raises(ValueError, match="input_size must be an int N or a pair"):
         deploy.export_symbol(_net(weights), tmp_path / "m", (1, 2, 3))
@@ -273,3 +278,24 @@ def test_enable_amx_leaves_the_environment_alone(monkeypatch):
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     deploy.enable_amx()  # oneDNN already runs in this process: no effect, no residue
     assert "DNNL_MAX_CPU_ISA" not in os.environ
+
+
+def test_cli_reads_the_classifier_size_from_the_weights(run_dir, capsys):
+    net = get_model(MODEL, width_mult=WIDTH, classes=7)
+    net.initialize()
+    net(_x(1, 3, 32, 32))
+    save_parameters(net, run_dir / "best.params")  # config.json names no classes
+    prefix = run_dir / "seven"
+    assert main(["export", "--params", str(run_dir / "best.params"), "--format", "symbol",
+                 "-o", str(prefix)]) == 0
+    assert deploy.load_symbol(prefix)(_x(2, 3, 32, 32)).shape == (2, 7)
+
+
+def test_cli_names_an_unreadable_weight_file(run_dir, capsys):
+    bad = run_dir / "best.params"
+    bad.write_bytes(b"not an MXNet file")
+    assert main(["export", "--params", str(bad), "--format", "symbol", "-o",
+                 str(run_dir / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot read %s as an MXNet parameter file" % bad in err
+    assert len(err.splitlines()) == 1

@@ -330,7 +330,9 @@ def load_trained(args, classes=None, ctx=None):
     """The network of ``args.params``, built from ``--model`` or the run's config.json.
 
     Flags (``--width-mult``, ``--variant``, ...) override the saved model
-    settings; the parameters are loaded with every name and shape checked.
+    settings. The classifier size is ``classes``, else config.json's, else
+    the one stored in the file. The parameters are loaded with every name and
+    shape checked.
 
     Returns
     -------
@@ -345,12 +347,26 @@ def load_trained(args, classes=None, ctx=None):
     if not model:
         raise ValueError("--model is required (no config.json beside %s)" % args.params)
     kwargs = _model_kwargs(args, saved)
-    classes = classes or saved.get("classes")
+    classes = classes or saved.get("classes") or _file_classes(args.params)
     if classes:
         kwargs["classes"] = classes
     net = get_model(model, **kwargs)
     load_parameters(net, args.params, ctx=ctx)
     return net, model, saved
+
+
+def _file_classes(path):
+    """The classifier size stored in a parameter file, or None when it has no ``output``."""
+    import mxnet as mx
+    try:
+        arrays = mx.nd.load(path)
+    except mx.base.MXNetError as err:
+        raise ValueError("cannot read %s as an MXNet parameter file: %s"
+                         % (path, str(err).strip().splitlines()[0])) from None
+    for key in ("output.weight", "arg:output.weight"):
+        if isinstance(arrays, dict) and key in arrays:
+            return int(arrays[key].shape[0])
+    return None
 
 
 @command("eval", "evaluate a .params file: top-1, top-5 and loss")

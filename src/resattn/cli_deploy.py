@@ -1,7 +1,5 @@
 """``resattn export`` and ``resattn quantize``: deployment subcommands (see :mod:`resattn.deploy`)."""
-import os
-
-from .cli import _model_kwargs, _saved_config, _size, command
+from .cli import _size, command, load_trained
 
 EXPORT_FORMATS = ("symbol", "onnx")
 
@@ -19,35 +17,9 @@ def _deploy_model_args(p):
                    help="classifier size (default: read from the weights)")
 
 
-def _file_classes(path):
-    import mxnet as mx
-    arrays = mx.nd.load(path)
-    for key in ("output.weight", "arg:output.weight"):
-        if isinstance(arrays, dict) and key in arrays:
-            return int(arrays[key].shape[0])
-    return None
-
-
 def _load_net(args):
     """The network of ``--model``/config.json with ``--params`` loaded, and its name."""
-    from . import get_model
-    from .io import load_parameters
-    if not os.path.isfile(args.params):
-        raise ValueError("--params %s: no such file" % args.params)
-    saved = _saved_config(args.params)
-    model = args.model or saved.get("model")
-    if not model:
-        raise ValueError("--model is required (no config.json beside %s)" % args.params)
-    kwargs = _model_kwargs(args, saved)
-    try:
-        classes = args.classes or _file_classes(args.params)
-    except Exception as err:  # mx.base.MXNetError: unreadable file
-        raise ValueError("cannot read %s as an MXNet parameter file: %s"
-                         % (args.params, str(err).strip().splitlines()[0])) from None
-    if classes:
-        kwargs["classes"] = classes
-    net = get_model(model, **kwargs)
-    load_parameters(net, args.params)
+    net, model, _ = load_trained(args, classes=args.classes)
     return net, model
 
 

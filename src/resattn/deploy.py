@@ -24,6 +24,7 @@ import mxnet as mx
 import numpy as np
 
 from . import blocks
+from .io import atomic_write
 
 __all__ = ["export_symbol", "load_symbol", "export_onnx", "check_onnx", "register_onnx_converters",
            "optimize", "quantize", "to_bfloat16", "enable_amx", "fusion_backend", "CALIB_MODES",
@@ -280,12 +281,8 @@ def export_onnx(net, path, input_size=32, dynamic=True, ctx=None):
         sym = net(mx.sym.var("data"))
     if isinstance(sym, (list, tuple)):
         sym = mx.sym.Group(list(sym))
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    os.close(fd)
-    try:
+
+    def write(tmp):
         mx.onnx.export_model(sym, _params_of(net, ctx), [shape], np.float32, tmp,
                              dynamic=dynamic,
                              dynamic_input_shapes=[(None, 3, None, None)] if dynamic else None)
@@ -298,10 +295,8 @@ def export_onnx(net, path, input_size=32, dynamic=True, ctx=None):
         model.graph.input.extend(inputs)
         onnx.checker.check_model(model)
         onnx.save(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    atomic_write(path, write)
     return path
 
 
