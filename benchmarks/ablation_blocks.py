@@ -25,6 +25,8 @@ import sys
 import time
 import warnings
 
+from _common import mxnet_step
+
 
 def cpu_seconds():
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -46,7 +48,6 @@ def main(argv=None):
     warnings.filterwarnings("ignore")
     import mxnet as mx
     import numpy as np
-    from mxnet import autograd, gluon
 
     from resattn import blocks, deploy, get_model
 
@@ -63,7 +64,6 @@ def main(argv=None):
     rng = np.random.RandomState(0)
     x = mx.nd.array(rng.standard_normal((32, 3, 32, 32)).astype(np.float32))
     y = mx.nd.array(rng.randint(0, 10, 32))
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     steps = {}
     for name, (resize, activate) in hooks.items():
         blocks._resize_like, blocks.AttentionModule._activate = resize, activate
@@ -72,25 +72,11 @@ def main(argv=None):
             net = get_model("attention92_cifar", width_mult=args.width_mult)
             net.initialize(mx.init.MSRAPrelu())
             net(x)
-            if args.mode == "train":
-                net.hybridize(static_alloc=True, static_shape=True)
-                trainer = gluon.Trainer(net.collect_params(), "sgd",
-                                        {"learning_rate": 0.01, "momentum": 0.9})
-
-                def step(net=net, trainer=trainer):
-                    with autograd.record():
-                        loss = loss_fn(net(x), y)
-                    loss.backward()
-                    trainer.step(32)
-                    mx.nd.waitall()
+            if args.mode == "fused":
+                net = deploy.optimize(net, 32, 32)
             else:
-                if args.mode == "fused":
-                    net = deploy.optimize(net, 32, 32)
-                else:
-                    net.hybridize(static_alloc=True, static_shape=True)
-
-                def step(net=net):
-                    net(x).wait_to_read()
+                net.hybridize(static_alloc=True, static_shape=True)
+            step = mxnet_step(net, x, y if args.mode == "train" else None)
             step()  # traces the graph while the hooks are in place
         finally:
             blocks._resize_like, blocks.AttentionModule._activate = saved

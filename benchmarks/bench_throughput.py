@@ -33,6 +33,8 @@ import sys
 import time
 import warnings
 
+from _common import mxnet_step
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -219,7 +221,6 @@ def _mxnet_step(name, batch, size, width_mult, amx, info):
     """Build one MXNet case in this (worker) process and return its step function."""
     import mxnet as mx
     import numpy as np
-    from mxnet import autograd, gluon
 
     from resattn import deploy, get_model
     from resattn._compat import import_gluoncv
@@ -249,21 +250,7 @@ def _mxnet_step(name, batch, size, width_mult, amx, info):
         net = deploy.to_bfloat16(net, size)
     else:
         net.hybridize(static_alloc=True, static_shape=True)
-    if mode == "infer":
-        def step():
-            net(x).wait_to_read()
-        return step
-    trainer = gluon.Trainer(net.collect_params(), "sgd",
-                            {"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4})
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-
-    def step():
-        with autograd.record():
-            loss = loss_fn(net(x), y)
-        loss.backward()
-        trainer.step(batch)
-        mx.nd.waitall()
-    return step
+    return mxnet_step(net, x, None if mode == "infer" else y, wd=1e-4)
 
 
 def _torch_step(name, batch, size, weights_path, info):

@@ -16,7 +16,6 @@ Usage, with the demo model of docs/deployment.md::
 """
 import argparse
 import json
-import os
 import sys
 import warnings
 

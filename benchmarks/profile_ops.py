@@ -16,6 +16,8 @@ import os
 import sys
 import warnings
 
+from _common import mxnet_step
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -33,7 +35,7 @@ def main(argv=None):
     warnings.filterwarnings("ignore")
     import mxnet as mx
     import numpy as np
-    from mxnet import autograd, gluon, profiler
+    from mxnet import profiler
 
     from resattn import deploy, get_model
     from resattn._compat import import_gluoncv
@@ -59,20 +61,7 @@ def main(argv=None):
         net = deploy.to_bfloat16(net, 32)
     else:
         net.hybridize(static_alloc=True, static_shape=True)
-    if args.mode == "train":
-        trainer = gluon.Trainer(net.collect_params(), "sgd",
-                                {"learning_rate": 0.01, "momentum": 0.9})
-        loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-
-        def step():
-            with autograd.record():
-                loss = loss_fn(net(x), y)
-            loss.backward()
-            trainer.step(32)
-            mx.nd.waitall()
-    else:
-        def step():
-            net(x).wait_to_read()
+    step = mxnet_step(net, x, y if args.mode == "train" else None)
     step()
     step()
     profiler.set_config(profile_all=True, aggregate_stats=True,

@@ -142,7 +142,8 @@ def test_visualize_masks(tmp_path, capsys):
         assert img.size[0] > img.size[1] > 0
 
 
-def test_visualize_masks_reads_the_run(tmp_path, capsys):
+def _tiny_run(tmp_path):
+    """A directory as `resattn train` leaves it (best.params, config.json), tiny and untrained."""
     run = tmp_path / "run"
     run.mkdir()
     net = resattn.get_model("attention56_cifar", width_mult=float(TINY))
@@ -152,6 +153,11 @@ def test_visualize_masks_reads_the_run(tmp_path, capsys):
     (run / "config.json").write_text(json.dumps(
         {"model": "attention56_cifar", "dataset": "digits",
          "model_kwargs": {"width_mult": float(TINY)}}))
+    return run
+
+
+def test_visualize_masks_reads_the_run(tmp_path, capsys):
+    run = _tiny_run(tmp_path)
     assert load_example("visualize_masks").main(
         ["--params", str(run / "best.params"), "--index", "3", "-o", str(tmp_path / "m.png")]) == 0
     assert "1 images x 3 modules" in capsys.readouterr().out
@@ -160,15 +166,7 @@ def test_visualize_masks_reads_the_run(tmp_path, capsys):
 def test_export_onnx(tmp_path, capsys):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    run = tmp_path / "run"
-    run.mkdir()
-    net = resattn.get_model("attention56_cifar", width_mult=float(TINY))
-    net.initialize(mx.init.MSRAPrelu())
-    net(mx.nd.zeros((1, 3, 32, 32)))
-    save_parameters(net, str(run / "best.params"))
-    (run / "config.json").write_text(json.dumps(
-        {"model": "attention56_cifar", "dataset": "digits",
-         "model_kwargs": {"width_mult": float(TINY)}}))
+    run = _tiny_run(tmp_path)
     out = tmp_path / "model.onnx"
     assert load_example("export_onnx").main(
         ["--params", str(run / "best.params"), "-o", str(out), "--int8", "--calib-batches", "1",
