@@ -38,3 +38,81 @@ def import_gluoncv():
         else:
             sys.modules["torch"] = saved
     return sys.modules["gluoncv"]
+
+
+# ----------------------------------------------------------------------------- private MXNet API
+# Everything below reaches into MXNet 1.9's private attributes; the next MXNet
+# difference is fixed here and nowhere else (tests/test_compat.py checks each).
+
+def structured_params(block, prefix=""):
+    """``{structural name: Parameter}``, the names ``save_parameters`` writes
+    (``features.1.0.conv1.weight``), from ``Block._collect_params_with_prefix``."""
+    return block._collect_params_with_prefix(prefix)
+
+
+def load_param_data(param, array, ctx):
+    """Set ``param`` to ``array`` on ``ctx``, initialising it (and finishing deferred
+    shape inference) if needed, as ``Block.load_parameters`` does."""
+    param._load_init(array, ctx)
+
+
+def clear_cached_graph(block):
+    """Drop the cached graph of a hybridized block; it is rebuilt at the next call."""
+    block._clear_cached_op()
+
+
+def has_cached_graph(block):
+    """Whether a hybridized block holds a cached graph now."""
+    return getattr(block, "_cached_op", None) is not None
+
+
+def is_hybridized(block):
+    """Whether ``block.hybridize()`` is in effect for this block itself."""
+    return bool(getattr(block, "_active", False))
+
+
+def set_hybridized(block, active, static_alloc=False, static_shape=False):
+    """Hybridize ``block`` alone, not its children (``HybridBlock.hybridize`` recurses)."""
+    block._active = active
+    block._flags = [("static_alloc", static_alloc), ("static_shape", static_shape)]
+    block._clear_cached_op()
+
+
+def batchnorm_global_stats(block, value=None):
+    """``use_global_stats`` of a BatchNorm-like block (None if it has none); set if ``value``."""
+    kwargs = getattr(block, "_kwargs", None) or {}
+    if "use_global_stats" not in kwargs:
+        return None
+    old = kwargs["use_global_stats"]
+    if value is not None:
+        kwargs["use_global_stats"] = value
+    return old
+
+
+def dropout_rate(block, value=None):
+    """The rate of a ``gluon.nn.Dropout``; set if ``value`` is given. Returns the old rate."""
+    old = block._rate
+    if value is not None:
+        block._rate = value
+    return old
+
+
+def settle_trainer(trainer):
+    """Make a ``gluon.Trainer`` create its kvstore and put the parameters on it now,
+    instead of at its first ``step`` (see ``training.distributed.Workers.settle``)."""
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    if trainer._params_to_init:
+        trainer._init_params()
+
+
+def onnx_get_inputs():
+    """``get_inputs`` of MXNet's ONNX opset-12 translations (for a custom converter)."""
+    from mxnet.onnx.mx2onnx._op_translations._op_translations_opset12 import get_inputs
+    return get_inputs
+
+
+def onnx_graph():
+    """MXNet's ``MXNetGraph`` ONNX exporter class."""
+    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
+    return MXNetGraph

@@ -1,17 +1,27 @@
-"""Saving and loading parameters: atomic writes, all-or-nothing loads."""
+"""Files: atomic writes, parameter files read and checked in one place, sizes, digests.
+
+Every reader of a ``.params`` file, every SHA-1, every report of mismatching
+names and shapes and every parser of an ``N`` / ``HxW`` size in resattn is
+here. Importing this module does not import MXNet (the command-line parser
+uses :func:`parse_size`).
+"""
+import hashlib
+import json
 import os
 import tempfile
 
-import mxnet as mx
-
-__all__ = ["atomic_write", "save_parameters", "load_parameters", "assign_parameters"]
+__all__ = ["atomic_write", "write_json", "sha1_file", "parse_size", "input_shape",
+           "read_params", "params_classes", "mismatch_report", "save_parameters",
+           "load_parameters", "assign_parameters"]
 
 
 def atomic_write(path, write):
     """Call ``write(tmp_path)`` and move the result over ``path`` in one rename.
 
     A crash or a full disk during ``write`` leaves ``path`` as it was; the
-    temporary file lives in the same directory so the rename is atomic.
+    temporary file lives in the same directory so the rename is atomic, and
+    it is fsynced before the rename so that a power cut cannot leave an
+    empty file behind the new name.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -34,13 +44,122 @@ def atomic_write(path, write):
     return path
 
 
+def write_json(path, obj):
+    """``obj`` as indented, key-sorted JSON, written atomically."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+            f.write("\n")
+    return atomic_write(path, write)
+
+
+def sha1_file(path):
+    """Hex SHA-1 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parse_size(text):
+    """``'32'`` -> 32, ``'45x37'`` (or ``'45,37'``) -> (45, 37); ValueError otherwise."""
+    try:
+        parts = [int(p) for p in str(text).lower().replace(",", "x").split("x")]
+    except ValueError:
+        raise ValueError("input size must be N or HxW, got %r" % (text,)) from None
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise ValueError("input size must be N or HxW with N >= 1, got %r" % (text,))
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def _positive_int(value):
+    import numbers
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def input_shape(size, batch_size=1, channels=3, allow_channels=False):
+    """The NCHW shape of a batch for an input ``size``.
+
+    Parameters
+    ----------
+    size : int, (H, W) or, with ``allow_channels``, (C, H, W)
+        Side of a square input or its height and width.
+    batch_size, channels : int
+
+    Returns
+    -------
+    tuple of 4 int
+    """
+    dims = (size,) if _positive_int(size) else tuple(size) \
+        if isinstance(size, (tuple, list)) else None
+    lengths = (1, 2, 3) if allow_channels else (1, 2)
+    if dims is None or len(dims) not in lengths or not all(_positive_int(d) for d in dims):
+        raise ValueError("input_size must be an int N or a pair (H, W)%s of integers >= 1, got %r"
+                         % (" or (C, H, W)" if allow_channels else "", size))
+    if not _positive_int(batch_size):
+        raise ValueError("batch_size must be an integer >= 1, got %r" % (batch_size,))
+    dims = tuple(int(d) for d in dims)
+    if len(dims) == 1:
+        dims = dims * 2
+    if len(dims) == 2:
+        dims = (channels,) + dims
+    return (int(batch_size),) + dims
+
+
+def _first_line(err):
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def read_params(path, what="an MXNet parameter file"):
+    """The named arrays of an MXNet ``.params`` file, ``arg:``/``aux:`` prefixes removed.
+
+    Files written by ``save_parameters`` and by ``HybridBlock.export`` are
+    read alike. A missing, truncated or foreign file, or one holding an
+    unnamed list, is a ValueError that names it.
+    """
+    import mxnet as mx
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError("%s: no such file" % path)
+    try:
+        loaded = mx.nd.load(path)
+    except mx.base.MXNetError as err:
+        raise ValueError("cannot read %s as %s (truncated, corrupted, or a PyTorch file?): %s"
+                         % (path, what, _first_line(err))) from None
+    if not isinstance(loaded, dict):
+        raise ValueError("%s holds an unnamed list of arrays, not named parameters" % path)
+    return {k.split(":", 1)[1] if k.startswith(("arg:", "aux:")) else k: v
+            for k, v in loaded.items()}
+
+
+def params_classes(path):
+    """The classifier size stored in a parameter file (``output.weight``), or None."""
+    weight = read_params(path).get("output.weight")
+    return None if weight is None else int(weight.shape[0])
+
+
+def _shown(items, limit=20):
+    return ", ".join(list(items[:limit]) + (["... and %d more" % (len(items) - limit)]
+                                            if len(items) > limit else []))
+
+
+def mismatch_report(missing=(), unexpected=(), wrong=()):
+    """``'2 missing: a, b; 1 wrong shape: c: ...'``, or '' when all three are empty."""
+    return "; ".join("%d %s: %s" % (len(items), title, _shown(list(items)))
+                     for title, items in (("missing", missing), ("unexpected", unexpected),
+                                          ("wrong shape", wrong)) if items)
+
+
+def shape_compatible(expected, got):
+    """Whether ``got`` fills ``expected``, where 0 in ``expected`` is a deferred dimension."""
+    return len(expected) == len(got) and all(e in (0, g) for e, g in zip(expected, got))
+
+
 def save_parameters(net, path):
     """``net.save_parameters(path)``, written atomically."""
     return atomic_write(path, net.save_parameters)
-
-
-def _compatible(expected, got):
-    return len(expected) == len(got) and all(e in (0, g) for e, g in zip(expected, got))
 
 
 def assign_parameters(net, arrays, ctx=None, source="<dict>", ignore=()):
@@ -51,30 +170,27 @@ def assign_parameters(net, arrays, ctx=None, source="<dict>", ignore=()):
     network untouched. Names in ``ignore`` are neither required nor loaded
     (e.g. ``('output.weight', 'output.bias')`` to fine-tune with a new classifier).
     """
+    import mxnet as mx
+
+    from ._compat import load_param_data, structured_params
     ctx = mx.cpu() if ctx is None else ctx
     ignore = set(ignore)
-    params = {k: v for k, v in net._collect_params_with_prefix().items() if k not in ignore}
+    params = {k: v for k, v in structured_params(net).items() if k not in ignore}
     arrays = {k: v for k, v in arrays.items() if k not in ignore}
     missing = sorted(set(params) - set(arrays))
     unexpected = sorted(set(arrays) - set(params))
     wrong = ["%s: expected %s, got %s" % (k, params[k].shape, tuple(arrays[k].shape))
              for k in sorted(set(params) & set(arrays))
-             if not _compatible(params[k].shape, tuple(arrays[k].shape))]
+             if not shape_compatible(params[k].shape, tuple(arrays[k].shape))]
     if missing or unexpected or wrong:
-        parts = []
-        for title, items in (("missing", missing), ("unexpected", unexpected),
-                             ("wrong shape", wrong)):
-            if items:
-                shown = items[:20] + (["... and %d more" % (len(items) - 20)]
-                                      if len(items) > 20 else [])
-                parts.append("%d %s: %s" % (len(items), title, ", ".join(shown)))
         raise ValueError("cannot load %s into %s (%d parameters): %s"
-                         % (source, type(net).__name__, len(params), "; ".join(parts)))
+                         % (source, type(net).__name__, len(params),
+                            mismatch_report(missing, unexpected, wrong)))
     for key, param in params.items():
         arr = arrays[key]
         if not isinstance(arr, mx.nd.NDArray):
             arr = mx.nd.array(arr, dtype=param.dtype)
-        param._load_init(arr.astype(param.dtype, copy=False), ctx)
+        load_param_data(param, arr.astype(param.dtype, copy=False), ctx)
 
 
 def load_parameters(net, path, ctx=None, ignore=()):
@@ -85,13 +201,4 @@ def load_parameters(net, path, ctx=None, ignore=()):
     ``ignore`` is passed to :func:`assign_parameters`.
     """
     path = os.fspath(path)
-    try:
-        loaded = mx.nd.load(path)
-    except mx.base.MXNetError as err:
-        raise ValueError("cannot read %s as an MXNet parameter file (truncated or corrupted?): "
-                         "%s" % (path, str(err).strip().splitlines()[0])) from None
-    if not isinstance(loaded, dict):
-        raise ValueError("%s holds an unnamed list of arrays, not named parameters" % path)
-    arrays = {k.split(":", 1)[1] if k.startswith(("arg:", "aux:")) else k: v
-              for k, v in loaded.items()}
-    assign_parameters(net, arrays, ctx=ctx, source=path, ignore=ignore)
+    assign_parameters(net, read_params(path), ctx=ctx, source=path, ignore=ignore)

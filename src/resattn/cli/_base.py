@@ -38,7 +38,7 @@ def _list_args(p):
 
 @command("list", "list the models with parameters and multiply-accumulates")
 def _list(args):
-    from . import get_model, get_model_list, model_config, profile
+    from .. import get_model, get_model_list, model_config, profile
     header = "%-26s %-8s %-8s %5s %10s %9s %11s %10s" % (
         "model", "stem", "variant", "input", "params(M)", "paper(M)", "MACs(G)", "paper(G)")
     print(header)
@@ -69,7 +69,7 @@ def _info_args(p):
 
 @command("info", "layer-by-layer summary, parameters and multiply-accumulates of a model")
 def _info(args):
-    from . import get_model, model_config, profile
+    from .. import get_model, model_config, profile
     cfg = model_config(args.name)
     kwargs = {} if args.classes is None else {"classes": args.classes}
     net = get_model(args.name, **kwargs)
@@ -101,7 +101,7 @@ def _convert_args(p):
 
 @command("convert", "convert GluonCV, PyTorch-reference or seed weights to a resattn file")
 def _convert(args):
-    from .convert import convert_file
+    from ..models.convert import convert_file
     kwargs = {k: v for k, v in (("variant", args.variant), ("classes", args.classes))
               if v is not None}
     convert_file(args.model, args.weights, args.source, args.out, **kwargs)
@@ -194,7 +194,7 @@ _TRAIN_DEFAULTS = {"epochs": 220, "batch_size": 64, "cutout": 0}
 def _train_settings(args):
     import dataclasses
     import json
-    from .train import TrainConfig
+    from ..training import TrainConfig
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     settings = {}
     if args.config:
@@ -231,7 +231,7 @@ def _train_settings(args):
 def _load_for_finetuning(net, path, ctx):
     """Load ``path`` into ``net``; a classifier of another shape is left to be initialised."""
     import mxnet as mx
-    from .io import load_parameters
+    from ..io import load_parameters
     if not os.path.isfile(path):
         raise ValueError("--finetune %s: no such file" % path)
     try:
@@ -249,9 +249,9 @@ def _load_for_finetuning(net, path, ctx):
 @command("train", "train a zoo model (CIFAR recipe by default) and write metrics and checkpoints")
 def _train(args):
     import mxnet as mx
-    from . import get_model
-    from .data import dataset_info, get_data_loader
-    from .train import create_kvstore, fit, get_context
+    from .. import get_model
+    from ..data import dataset_info, get_data_loader
+    from ..training import create_kvstore, fit, get_context
     cfg, cutout = _train_settings(args)
     if cfg.kvstore not in _KVSTORES:  # from --config
         raise ValueError("kvstore must be one of %s, got %r" % (", ".join(_KVSTORES),
@@ -270,7 +270,7 @@ def _train(args):
     # fit sums the counts, asynchronous ones (not in step) each validate on everything.
     kv, rank, parts = cfg.kvstore, 0, 1
     if cfg.kvstore.startswith("dist"):
-        from .cli_dist import worker_exits_on_failure
+        from .launch import worker_exits_on_failure
         kv = create_kvstore(cfg.kvstore)
         rank, parts = kv.rank, kv.num_workers
 
@@ -338,8 +338,8 @@ def load_trained(args, classes=None, ctx=None):
     -------
     (net, model name, saved config dict)
     """
-    from . import get_model
-    from .io import load_parameters
+    from .. import get_model
+    from ..io import load_parameters
     if not os.path.isfile(args.params):
         raise ValueError("--params %s: no such file" % args.params)
     saved = _saved_config(args.params)
@@ -371,8 +371,8 @@ def _file_classes(path):
 
 @command("eval", "evaluate a .params file: top-1, top-5 and loss")
 def _eval(args):
-    from .data import dataset_info, get_data_loader
-    from .train import evaluate, get_context
+    from ..data import dataset_info, get_data_loader
+    from ..training import evaluate, get_context
     ctx = get_context(args.gpus)
     info = dataset_info(args.dataset)
     net, model, saved = load_trained(args, classes=info["classes"], ctx=ctx[0])
@@ -399,13 +399,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 #: Modules that register further subcommands with :func:`command` when imported.
-COMMAND_MODULES = ("resattn.cli_masks", "resattn.cli_dist", "resattn.cli_deploy")
+COMMAND_MODULES = ("resattn.cli.masks", "resattn.cli.launch", "resattn.cli.deploy")
 
 
 def build_parser():
     """The argument parser with every registered subcommand."""
     import importlib
-    from . import __version__
+    from .. import __version__
     for module in COMMAND_MODULES:
         importlib.import_module(module)
     parser = _Parser(prog="resattn", description="Residual Attention Networks for MXNet Gluon")

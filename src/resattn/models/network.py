@@ -4,13 +4,11 @@ import numpy as np
 from mxnet.gluon import nn
 from mxnet.gluon.nn import BatchNorm, HybridBlock
 
+from .choices import STEMS
 from .blocks import ATTENTION_TYPES, AttentionModule, ResidualUnit, _check_choice, _check_int
 
 __all__ = ["ResidualAttentionNet", "STEMS"]
 
-#: 'imagenet': 7x7/2 convolution and 3x3/2 max-pooling (224 -> 56);
-#: 'cifar': one 3x3 convolution at full resolution.
-STEMS = ("imagenet", "cifar")
 
 
 class ResidualAttentionNet(HybridBlock):

@@ -13,7 +13,10 @@ from collections import OrderedDict, namedtuple
 import mxnet as mx
 import numpy as np
 
-__all__ = ["Layer", "Profile", "profile", "count_params"]
+from .._compat import structured_params
+from ..io import input_shape
+
+__all__ = ["Layer", "Profile", "profile"]
 
 #: One parameterised layer: structural name, operator, output shape, params, MACs.
 Layer = namedtuple("Layer", "name op output_shape params macs")
@@ -55,17 +58,6 @@ class Profile(namedtuple("Profile", "input_shape layers params macs")):
         return "\n".join(lines)
 
 
-def _input_shape(input_size):
-    if isinstance(input_size, int):
-        return (1, 3, input_size, input_size)
-    size = tuple(input_size)
-    if len(size) == 2:
-        return (1, 3) + size
-    if len(size) == 3:
-        return (1,) + size
-    raise ValueError("input_size must be an int, (H, W) or (C, H, W), got %r" % (input_size,))
-
-
 def profile(net, input_size):
     """Count parameters and multiply-accumulates of a HybridBlock at one input size.
 
@@ -80,7 +72,7 @@ def profile(net, input_size):
     -------
     Profile
     """
-    shape = _input_shape(input_size)
+    shape = input_shape(input_size, allow_channels=True)
     sym = net(mx.sym.var("data"))
     if isinstance(sym, (list, tuple)):
         sym = sym[0]
@@ -88,7 +80,7 @@ def profile(net, input_size):
     arg_shapes, out_shapes, aux_shapes = internals.infer_shape(data=shape)
     args = dict(zip(internals.list_arguments(), arg_shapes))
     outputs = dict(zip(internals.list_outputs(), out_shapes))
-    structural = {p.name: key for key, p in net._collect_params_with_prefix().items()}
+    structural = {p.name: key for key, p in structured_params(net).items()}
     trainable = {p.name for p in net.collect_params().values() if p.grad_req != "null"}
 
     graph = json.loads(sym.tojson())
@@ -114,8 +106,3 @@ def profile(net, input_size):
         layers.append(Layer(name, op, tuple(out_shape), params, macs))
     total = sum(int(np.prod(args[n])) for n in args if n in trainable)
     return Profile(shape, layers, total, sum(l.macs for l in layers))
-
-
-def count_params(net, input_size=32):
-    """Trainable parameter count of ``net`` (shapes inferred at ``input_size``)."""
-    return profile(net, input_size).params

@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from .cli import _saved_config, _size, command, load_trained
+from ._base import _saved_config, _size, command, load_trained
 
 __all__ = ["load_images", "denormalise"]
 
@@ -57,10 +57,10 @@ def _args(p):
 
 @command("masks", "draw each attention module's soft mask over input images")
 def _masks(args):
-    from . import model_config
-    from .data import dataset_info, get_dataset
-    from .masks import capture, score_by_stage
-    from .viz import plot_masks
+    from .. import model_config
+    from ..data import dataset_info, get_dataset
+    from ..masks import capture, score_by_stage
+    from ..viz import plot_masks
     saved = _saved_config(args.params) if os.path.isfile(args.params) else {}
     dataset = args.dataset or saved.get("dataset")
     if bool(args.images) == bool(args.dataset and args.index):

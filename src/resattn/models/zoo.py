@@ -1,31 +1,33 @@
-"""Model zoo: a spec table, a registry, ``get_model`` and pretrained weights.
+"""Model zoo: one spec table, a registry, ``get_model`` and pretrained weights.
 
-Every model is described once, in :data:`MODEL_SPECS`; a builder function is
-generated and registered for each, so ``resattn.zoo.attention92_cifar()`` and
-``get_model('attention92_cifar')`` are the same thing.
+Every zoo model is described once, in :data:`MODEL_SPECS`: its architecture,
+the preprocessing its weights expect, the paper's figures and the accuracy
+published for it. A builder is generated for each and registered with that
+spec bound (:func:`resattn.models.register_model`), so
+``resattn.models.zoo.attention92_cifar()`` and ``get_model('attention92_cifar')``
+are the same thing.
 """
-import difflib
 import functools
-import hashlib
 import os
 
-import mxnet as mx
-
+from .. import _stats
+from ..io import load_parameters, sha1_file
+from ._registry import get_spec, list_models, register_model
 from .blocks import ResNeXtUnit, ResidualUnit
 from .network import ResidualAttentionNet
 
-__all__ = ["MODEL_SPECS", "PUBLISHED", "PUBLISHED_WEIGHTS", "get_model", "get_model_list",
-           "get_model_spec", "register_model", "model_config", "load_pretrained", "short_hash"]
+__all__ = ["MODEL_SPECS", "get_model", "get_model_list", "get_model_spec", "register_model",
+           "model_config", "load_pretrained", "short_hash"]
 
 _IMAGENET = dict(stem="imagenet", stem_channels=64, widths=(256, 512, 1024, 2048),
                  stages=(1, 2, 3), final_stride=2, variant="official", classes=1000,
-                 input_size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+                 input_size=224, mean=_stats.IMAGENET[0], std=_stats.IMAGENET[1])
 # The lineage of GluonCV's cifar_residualattentionnet*, the Gluon implementation
 # (95.41% on CIFAR-10 with Attention-92) and the PyTorch reference: no stem
 # pooling, masks with 2, 1, 0 poolings at 32, 16, 8 pixels.
 _CIFAR = dict(stem="cifar", stem_channels=32, widths=(128, 256, 512, 1024), stages=(2, 3, 4),
               final_stride=1, variant="gluoncv", classes=10, input_size=32,
-              mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010))
+              mean=_stats.CIFAR10[0], std=_stats.CIFAR10[1])
 # The paper's own CIFAR networks (Tables 4 and 5) are far thinner and their
 # widths are not published. No single set of widths meets all three reported
 # counts with this structure; 64/144/224 for the stages and 256 for the final
@@ -40,96 +42,78 @@ def _spec(base, modules, ptr=(1, 2, 1), **extra):
     return spec
 
 
-#: Every model: network arguments plus ``input_size``, ``mean`` and ``std``
-#: (the preprocessing its weights expect) and, where the paper reports them,
-#: ``paper_params`` (millions) and ``paper_macs`` (G multiply-accumulates at
-#: ``input_size``).
+_A92_CIFAR = ("CIFAR-10 top-1 95.41% (Gluon implementation, PistonY/ResidualAttentionNetwork "
+              "README); 95.4% (PyTorch reference model_92_sgd.pkl, tengshaofeng/"
+              "ResidualAttentionNetwork-pytorch)")
+
+#: Every zoo model: network arguments, ``input_size``, ``mean`` and ``std``
+#: (the preprocessing its weights expect), ``classes`` and, where known,
+#: ``paper_params`` (millions), ``paper_macs`` (G multiply-accumulates at
+#: ``input_size``), ``published`` (accuracy published for the architecture)
+#: and ``weights`` (SHA-1 of a published resattn file; none yet: convert the
+#: other implementations' files with :func:`resattn.models.convert.load_params`).
 MODEL_SPECS = {
-    "attention56": _spec(_IMAGENET, (1, 1, 1), paper_params=31.9, paper_macs=6.2),
-    "attention92": _spec(_IMAGENET, (1, 2, 3), paper_params=51.3, paper_macs=10.4),
+    "attention56": _spec(_IMAGENET, (1, 1, 1), paper_params=31.9, paper_macs=6.2,
+                         published="ImageNet top-1 error 21.76% (paper, Table 7)"),
+    "attention92": _spec(_IMAGENET, (1, 2, 3), paper_params=51.3, paper_macs=10.4,
+                         published="ImageNet top-1 error 19.5% (paper, Table 7)"),
     "attention128": _spec(_IMAGENET, (2, 3, 4)),
     "attention164": _spec(_IMAGENET, (3, 4, 5)),
     "attention200": _spec(_IMAGENET, (4, 5, 6)),
     "attention236": _spec(_IMAGENET, (5, 6, 7)),
     "attention452": _spec(_IMAGENET, (5, 6, 7), (2, 4, 3)),
     "attentionnext56": _spec(_IMAGENET, (1, 1, 1), unit="resnext", paper_params=31.9,
-                             paper_macs=6.3),
+                             paper_macs=6.3,
+                             published="ImageNet top-1 error 21.2% (paper, Table 7)"),
     "attention56_cifar": _spec(_CIFAR, (1, 1, 1)),
-    "attention92_cifar": _spec(_CIFAR, (1, 2, 3)),
+    "attention92_cifar": _spec(_CIFAR, (1, 2, 3), published=_A92_CIFAR),
     "attention452_cifar": _spec(_CIFAR, (5, 6, 7), (2, 4, 3)),
-    "attention92_cifar_paper": _spec(_CIFAR_PAPER, (1, 2, 3), paper_params=1.9),
-    "attention236_cifar_paper": _spec(_CIFAR_PAPER, (5, 6, 7), paper_params=5.1),
-    "attention452_cifar_paper": _spec(_CIFAR_PAPER, (5, 6, 7), (2, 4, 3), paper_params=8.6),
+    "attention92_cifar_paper": _spec(_CIFAR_PAPER, (1, 2, 3), paper_params=1.9,
+                                     published="CIFAR-10 error 4.99% (paper, Table 5)"),
+    "attention236_cifar_paper": _spec(_CIFAR_PAPER, (5, 6, 7), paper_params=5.1,
+                                      published="CIFAR-10 error 4.14% (paper, Table 5)"),
+    "attention452_cifar_paper": _spec(_CIFAR_PAPER, (5, 6, 7), (2, 4, 3), paper_params=8.6,
+                                      published="CIFAR-10 error 3.90% (paper, Table 5)"),
 }
 
-#: Published accuracies of other implementations for the same architecture.
-PUBLISHED = {
-    "attention92_cifar": "CIFAR-10 top-1 95.41% (Gluon implementation, PistonY/"
-                         "ResidualAttentionNetwork README); 95.4% (PyTorch reference "
-                         "model_92_sgd.pkl, tengshaofeng/ResidualAttentionNetwork-pytorch)",
-    "attention56": "ImageNet top-1 error 21.76% (paper, Table 7)",
-    "attention92": "ImageNet top-1 error 19.5% (paper, Table 7)",
-    "attentionnext56": "ImageNet top-1 error 21.2% (paper, Table 7)",
-    "attention92_cifar_paper": "CIFAR-10 error 4.99% (paper, Table 5)",
-    "attention236_cifar_paper": "CIFAR-10 error 4.14% (paper, Table 5)",
-    "attention452_cifar_paper": "CIFAR-10 error 3.90% (paper, Table 5)",
-}
-
-#: SHA-1 of the resattn weight files published for a model name. No model has
-#: published resattn weights yet; convert the other implementations' files with
-#: :func:`resattn.convert.load_params` (or ``resattn convert``).
-PUBLISHED_WEIGHTS = {}
-
-_NET_KEYS = ("modules", "widths", "stages", "stem", "stem_channels", "p", "t", "r",
-             "final_stride", "classes", "variant")
-_REGISTRY = {}
-
-
-def register_model(name):
-    """Decorator that registers a builder under ``name``; duplicate names are an error."""
-    def wrap(fn):
-        if name in _REGISTRY:
-            raise ValueError("model %r is already registered" % name)
-        _REGISTRY[name] = fn
-        return fn
-    return wrap
+#: Keys of a spec that are :class:`ModelSpec` fields; the rest are architecture.
+_SPEC_FIELDS = ("input_size", "mean", "std", "classes", "variant", "paper_params", "paper_macs",
+                "published", "weights")
 
 
 def get_model_list():
     """Names of all registered models, in registration order."""
-    return list(_REGISTRY)
-
-
-def _unknown(name):
-    close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3, cutoff=0.5)
-    hint = ("did you mean %s? " % ", ".join(map(repr, close))) if close else ""
-    return ValueError("unknown model %r; %savailable: %s" % (name, hint, ", ".join(_REGISTRY)))
+    return list_models()
 
 
 def get_model_spec(name):
-    """The spec-table entry of ``name`` (a copy)."""
-    if name not in MODEL_SPECS:
-        raise _unknown(name)
-    return dict(MODEL_SPECS[name])
+    """Architecture and preprocessing of ``name`` as one dict (a copy)."""
+    spec = get_spec(name)
+    out = dict(spec.arch)
+    for key, value in spec.config().items():
+        if key != "published":
+            out[key] = value
+    return out
 
 
 def model_config(name):
-    """Preprocessing and provenance of a model: input size, mean, std, classes, variant."""
-    spec = get_model_spec(name)
-    keys = ("input_size", "mean", "std", "classes", "variant", "paper_params", "paper_macs")
-    cfg = {k: spec[k] for k in keys if k in spec}
-    cfg["published"] = PUBLISHED.get(name)
-    return cfg
+    """Preprocessing and provenance of a model: input size, mean, std, classes, variant.
+
+    Also the paper's ``paper_params`` / ``paper_macs`` where it reports them
+    and ``published``, the accuracy published for the architecture.
+    """
+    return get_spec(name).config()
 
 
 def _scale(width, mult, multiple):
     return max(multiple, int(round(width * mult / multiple)) * multiple)
 
 
-def _build(name, width_mult=1.0, **kwargs):
-    spec = get_model_spec(name)
-    net_kw = {k: spec[k] for k in _NET_KEYS}
-    resnext = spec.get("unit") == "resnext"
+def _build(arch, width_mult=1.0, **kwargs):
+    """:class:`ResidualAttentionNet` of a spec's architecture, widths scaled by ``width_mult``."""
+    spec = dict(arch)
+    resnext = spec.pop("unit", "residual") == "resnext"
+    net_kw = dict(spec)
     net_kw["unit"] = ResNeXtUnit if resnext else ResidualUnit
     if width_mult != 1.0:
         if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) \
@@ -148,20 +132,14 @@ def _build(name, width_mult=1.0, **kwargs):
 
 def short_hash(name):
     """First 8 hex digits of the published SHA-1 of ``name``'s weights."""
-    if name not in PUBLISHED_WEIGHTS:
+    sha1 = get_spec(name).weights
+    if not sha1:
+        with_weights = sorted(n for n in list_models() if get_spec(n).weights)
         raise ValueError("no published resattn weights for %r (models with weights: %s). Pass "
                          "a file path as pretrained=..., or convert another implementation's "
-                         "weights with resattn.convert.load_params / `resattn convert`."
-                         % (name, ", ".join(sorted(PUBLISHED_WEIGHTS)) or "none yet"))
-    return PUBLISHED_WEIGHTS[name][:8]
-
-
-def _sha1(path):
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+                         "weights with resattn.models.convert.load_params / `resattn convert`."
+                         % (name, ", ".join(with_weights) or "none yet"))
+    return sha1[:8]
 
 
 def load_pretrained(net, name, pretrained, ctx=None, root=None):
@@ -170,18 +148,18 @@ def load_pretrained(net, name, pretrained, ctx=None, root=None):
     ``True`` looks for ``{root}/{name}-{sha1[:8]}.params`` and checks its
     SHA-1; where no file was published for ``name``, a ValueError says so.
     """
-    ctx = mx.cpu() if ctx is None else ctx
     if pretrained is True:
+        expected = get_spec(name).weights
         root = os.path.expanduser(root or os.path.join("~", ".mxnet", "models"))
         path = os.path.join(root, "%s-%s.params" % (name, short_hash(name)))
         if not os.path.isfile(path):
             raise ValueError("pretrained weights for %r not found at %s; place the published "
                              "file there (SHA-1 %s) or pass its path as pretrained="
-                             % (name, path, PUBLISHED_WEIGHTS[name]))
-        got = _sha1(path)
-        if got != PUBLISHED_WEIGHTS[name]:
+                             % (name, path, expected))
+        got = sha1_file(path)
+        if got != expected:
             raise ValueError("SHA-1 mismatch for %s: expected %s, got %s (corrupted or a "
-                             "different file)" % (path, PUBLISHED_WEIGHTS[name], got))
+                             "different file)" % (path, expected, got))
     elif isinstance(pretrained, (str, os.PathLike)):
         path = os.fspath(pretrained)
         if not os.path.isfile(path):
@@ -189,7 +167,6 @@ def load_pretrained(net, name, pretrained, ctx=None, root=None):
     else:
         raise ValueError("pretrained must be False, True or a path to a .params file, got %r"
                          % (pretrained,))
-    from .io import load_parameters
     load_parameters(net, path, ctx=ctx)
     return path
 
@@ -219,21 +196,19 @@ def get_model(name, pretrained=False, ctx=None, root=None, **kwargs):
     >>> net.output
     Dense(1024 -> 100, linear)
     """
-    if name not in _REGISTRY:
-        raise _unknown(name)
-    net = _REGISTRY[name](**kwargs)
+    net = get_spec(name).builder(**kwargs)
     if pretrained is not False and pretrained is not None:
         load_pretrained(net, name, pretrained, ctx=ctx, root=root)
     return net
 
 
-def _make_builder(name):
-    spec = MODEL_SPECS[name]
+def _make_builder(name, spec):
     depth = name.split("_")[0].replace("attentionnext", "").replace("attention", "")
     family = "AttentionNeXt" if name.startswith("attentionnext") else "Attention"
+    arch = {k: v for k, v in spec.items() if k not in _SPEC_FIELDS or k in ("classes", "variant")}
 
     def builder(**kwargs):
-        return _build(name, **kwargs)
+        return _build(arch, **kwargs)
 
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = (
@@ -242,10 +217,11 @@ def _make_builder(name):
         "see :func:`get_model`.\n    " % (family, depth, spec["stem"], spec["variant"],
                                           spec["modules"], spec["p"], spec["t"], spec["r"],
                                           spec["widths"], spec["input_size"]))
-    return register_model(name)(builder)
+    fields = {k: v for k, v in spec.items() if k in _SPEC_FIELDS}
+    return register_model(name, arch=arch, **fields)(builder)
 
 
-for _name in MODEL_SPECS:
-    globals()[_name] = _make_builder(_name)
+for _name, _entry in MODEL_SPECS.items():
+    globals()[_name] = _make_builder(_name, _entry)
     __all__.append(_name)
-del _name
+del _name, _entry

@@ -5,7 +5,7 @@ import os
 import sys
 import traceback
 
-from .cli import command
+from ._base import command
 
 
 def _launch_args(p):
@@ -32,7 +32,7 @@ def _launch_args(p):
 
 @command("launch", "run a training command as N workers of a distributed job (MXNet kvstore)")
 def _launch(args):
-    from .launch import parse_hostfile, plan, run
+    from ..training.launch import parse_hostfile, plan, run
     cmd = args.worker_command
     cmd = cmd[1:] if cmd[:1] == ["--"] else cmd
     for name, value in (("--timeout", args.timeout), ("--grace", args.grace)):

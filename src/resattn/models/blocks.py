@@ -10,20 +10,11 @@ import contextlib
 from mxnet.gluon import nn
 from mxnet.gluon.nn import BatchNorm, HybridBlock
 
+from .choices import ATTENTION_TYPES, LEARNING_TYPES, MAX_STAGE, VARIANTS
+
 __all__ = ["ResidualUnit", "ResNeXtUnit", "AttentionModule",
            "ATTENTION_TYPES", "LEARNING_TYPES", "VARIANTS", "MAX_STAGE"]
 
-#: Soft-mask activations of the paper's Sec. 3.4 / Table 2: f1 (mixed),
-#: f2 (channel) and f3 (spatial).
-ATTENTION_TYPES = ("mixed", "channel", "spatial")
-#: Attention residual learning (1 + M) * T, or naive attention learning M * T.
-LEARNING_TYPES = ("arl", "nal")
-#: 'official' follows the paper's Caffe prototxt; 'gluoncv' the lineage of
-#: GluonCV, the Gluon implementation and the PyTorch reference.
-VARIANTS = ("official", "gluoncv")
-#: ``stage`` of an attention module ranges over 0..MAX_STAGE; the soft mask
-#: has ``MAX_STAGE - stage`` max-poolings.
-MAX_STAGE = 4
 
 
 def _check_int(name, value, minimum, allowed=None):

@@ -1,5 +1,5 @@
 """``resattn export`` and ``resattn quantize``: deployment subcommands (see :mod:`resattn.deploy`)."""
-from .cli import _size, command, load_trained
+from ._base import _size, command, load_trained
 
 EXPORT_FORMATS = ("symbol", "onnx")
 
@@ -39,7 +39,7 @@ def _export_args(p):
 
 @command("export", "export weights as an MXNet symbol (JSON + params) or an ONNX file")
 def _export(args):
-    from . import deploy, model_config
+    from .. import deploy, model_config
     if args.format not in EXPORT_FORMATS:
         raise ValueError("--format %r: expected one of %s" % (args.format,
                                                                ", ".join(EXPORT_FORMATS)))
@@ -88,9 +88,9 @@ def _quantize_args(p):
 @command("quantize", "INT8 post-training quantization for CPU, calibrated on a few batches")
 def _quantize(args):
     import numpy as np
-    from . import deploy
-    from .data import dataset_info, get_data_loader
-    from .train import evaluate
+    from .. import deploy
+    from ..data import dataset_info, get_data_loader
+    from ..training import evaluate
     if args.calib_mode not in deploy.CALIB_MODES:
         raise ValueError("--calib-mode %r: expected one of %s"
                          % (args.calib_mode, ", ".join(deploy.CALIB_MODES)))

@@ -41,16 +41,17 @@ import os
 import pickle
 from collections.abc import Mapping
 
-import mxnet as mx
 import numpy as np
 
+from .._compat import structured_params
+from .choices import SOURCES
 from .blocks import AttentionModule, ResidualUnit, _PreActBottleneck
-from .io import _compatible, assign_parameters, save_parameters
+from ..io import (_first_line, _shown, assign_parameters, mismatch_report, read_params,
+                  save_parameters, shape_compatible)
 
 __all__ = ["SOURCES", "foreign_names", "load_params", "convert_file"]
 
 #: Where weights can come from; see the module docstring.
-SOURCES = ("gluoncv", "pytorch", "seed", "resattn")
 
 _TORCH_HINT = ("loading PyTorch weights needs PyTorch, an optional dependency of resattn: "
                "pip install 'resattn[torch]'")
@@ -81,7 +82,7 @@ class _Planner:
 
     def layer(self, rname, fname, layer, channels=None):
         """One Conv2D, Dense or normalisation layer; ``channels`` sizes a norm layer."""
-        params = layer._collect_params_with_prefix()
+        params = structured_params(layer)
         for key, param in params.items():
             shape = tuple(param.shape)
             if 0 in shape:
@@ -217,7 +218,7 @@ class _Planner:
 def _plan(net, source):
     """``(entries, ignored)``: resattn name -> _Entry, and foreign names that may be skipped."""
     _check_source(source)
-    params = net._collect_params_with_prefix()
+    params = structured_params(net)
     if source == "resattn":
         entries = collections.OrderedDict(
             (k, _Entry(k, tuple(p.shape), tuple(p.shape))) for k, p in params.items())
@@ -263,11 +264,6 @@ def _import_torch():
     return torch
 
 
-def _first_line(err):
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
 def _read_file(path, source):
     if not os.path.isfile(path):
         raise ValueError("weights file %r: no such file" % path)
@@ -284,15 +280,7 @@ def _read_file(path, source):
             raise ValueError("%s holds a %s, not a state_dict (name -> tensor)"
                              % (path, type(loaded).__name__))
         return dict(loaded)
-    try:
-        loaded = mx.nd.load(path)
-    except mx.base.MXNetError as err:
-        raise ValueError("cannot read %s as an MXNet parameter file (truncated, corrupted, or "
-                         "a PyTorch file?): %s" % (path, _first_line(err))) from None
-    if not isinstance(loaded, dict):
-        raise ValueError("%s holds an unnamed list of arrays, not named parameters" % path)
-    return {k.split(":", 1)[1] if k.startswith(("arg:", "aux:")) else k: v
-            for k, v in loaded.items()}
+    return read_params(path)
 
 
 def _is_array(value):
@@ -309,11 +297,6 @@ def _to_numpy(value):
             value = value.float()
         return value.numpy()
     return np.asarray(value)
-
-
-def _shown(items):
-    return ", ".join(items[:20] + (["... and %d more" % (len(items) - 20)]
-                                   if len(items) > 20 else []))
 
 
 def load_params(net, weights, source, ctx=None):
@@ -388,19 +371,16 @@ def load_params(net, weights, source, ctx=None):
     for name, (key, entry) in wanted.items():
         if name in arrays:
             got = tuple(arrays[name].shape)
-            if not _compatible(entry.foreign_shape, got):
+            if not shape_compatible(entry.foreign_shape, got):
                 wrong.append("%s (%s): expected %s, got %s"
                              % (name, key, entry.foreign_shape, got))
     if missing or unexpected or wrong:
-        parts = ["%d %s: %s" % (len(items), title, _shown(items))
-                 for title, items in (("missing", missing), ("unexpected", unexpected),
-                                      ("wrong shape", wrong)) if items]
         hint = ""
         if 2 * len(missing) > len(entries):
             hint = " (most names are missing: are these %s weights?)" % source
         raise ValueError("cannot load %s weights from %s into %s (%d parameters): %s%s"
                          % (source, where, type(net).__name__, len(entries),
-                            "; ".join(parts), hint))
+                            mismatch_report(missing, unexpected, wrong), hint))
     renamed = {}
     for key, entry in entries.items():
         value = _to_numpy(arrays[entry.foreign])

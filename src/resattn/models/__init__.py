@@ -1,0 +1,23 @@
+"""The model library: blocks, the generic network, the registry and zoo, profiling, conversion.
+
+- :mod:`resattn.models.blocks`: residual units and the generic :class:`AttentionModule`
+  (trunk branch, soft mask branch, attention residual learning);
+- :mod:`resattn.models.network`: :class:`ResidualAttentionNet`, a stem, three attention
+  stages and a head, split into ``features`` and ``output``;
+- :mod:`resattn.models._registry`: :func:`register_model` and :class:`ModelSpec`;
+- :mod:`resattn.models.zoo`: the spec table (Attention-56 ... 452, AttentionNeXt-56, the CIFAR
+  networks) and :func:`get_model`;
+- :mod:`resattn.models.profile`: parameters and multiply-accumulates from the symbolic graph;
+- :mod:`resattn.models.convert`: weights of GluonCV, the PyTorch reference and the seed.
+"""
+from .._lazy import attach
+
+__getattr__, __dir__, __all__ = attach(__name__, {
+    "._registry": ["ModelSpec", "register_model", "get_spec", "list_models"],
+    ".choices": ["ATTENTION_TYPES", "LEARNING_TYPES", "VARIANTS", "MAX_STAGE", "STEMS", "SOURCES"],
+    ".blocks": ["AttentionModule", "ResidualUnit", "ResNeXtUnit"],
+    ".network": ["ResidualAttentionNet"],
+    ".profile": ["Layer", "Profile", "profile"],
+    ".zoo": ["MODEL_SPECS", "get_model", "get_model_list", "get_model_spec", "load_pretrained",
+             "model_config", "short_hash"],
+})

@@ -1,0 +1,131 @@
+"""The model registry: one :class:`ModelSpec` per name, bound when the builder registers.
+
+Everything resattn knows about a model (its architecture arguments, the
+preprocessing its weights expect, the paper's figures, published accuracy
+and weight files) lives in that one spec, so a builder registered by a user
+with :func:`register_model` works with :func:`model_config`, ``resattn list``
+and ``resattn info`` like the zoo's own.
+"""
+import dataclasses
+import difflib
+import importlib
+import types
+
+from .._stats import IMAGENET
+
+__all__ = ["ModelSpec", "register_model", "get_spec", "list_models"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What the registry holds for one model.
+
+    Attributes
+    ----------
+    name : str
+    builder : callable
+        ``builder(**kwargs)`` returns the network.
+    arch : mapping
+        The network's architecture arguments (:class:`ResidualAttentionNet`'s
+        for the zoo; empty for builders that take none).
+    input_size : int
+        Side of the images the model is meant for (and its MACs are counted at).
+    mean, std : tuple of 3 float
+        Normalisation of images scaled to [0, 1] that its weights expect.
+    classes : int
+        Default classifier size.
+    variant : str or None
+        Mask wiring ('official' or 'gluoncv'), where the model has one.
+    paper_params, paper_macs : float or None
+        Parameters (millions) and multiply-accumulates (G) reported by the paper.
+    published : str or None
+        Accuracy published for this architecture, with its source.
+    weights : str or None
+        SHA-1 of the resattn weight file published for this model.
+    """
+    name: str
+    builder: object
+    arch: types.MappingProxyType = dataclasses.field(default_factory=dict)
+    input_size: int = 224
+    mean: tuple = IMAGENET[0]
+    std: tuple = IMAGENET[1]
+    classes: int = 1000
+    variant: object = None
+    paper_params: object = None
+    paper_macs: object = None
+    published: object = None
+    weights: object = None
+
+    def config(self):
+        """Preprocessing and provenance: ``input_size``, ``mean``, ``std``, ``classes``,
+        ``variant``, the paper's figures where it has them and ``published``."""
+        cfg = {"input_size": self.input_size, "mean": tuple(self.mean),
+               "std": tuple(self.std), "classes": self.classes, "variant": self.variant}
+        for key in ("paper_params", "paper_macs"):
+            if getattr(self, key) is not None:
+                cfg[key] = getattr(self, key)
+        cfg["published"] = self.published
+        return cfg
+
+
+_REGISTRY = {}
+
+
+def _with_zoo():
+    """The registry, with the zoo's own models registered first (importing it registers them)."""
+    importlib.import_module("resattn.models.zoo")
+    return _REGISTRY
+_FIELDS = tuple(f.name for f in dataclasses.fields(ModelSpec) if f.name not in ("name", "builder"))
+
+
+def register_model(name=None, **spec):
+    """Register a builder under ``name`` (default: the function's name) with its spec.
+
+    Use as ``@register_model`` or ``@register_model('my_net', input_size=32,
+    mean=..., std=..., classes=10)``; keyword arguments are the fields of
+    :class:`ModelSpec` (unset ones take its defaults). A name registered
+    twice is an error.
+
+    Examples
+    --------
+    >>> from mxnet.gluon import nn
+    >>> @register_model('tiny_doc_example', input_size=8, classes=2)
+    ... def tiny(classes=2, **kwargs):
+    ...     return nn.Dense(classes)
+    >>> get_spec('tiny_doc_example').config()['input_size']
+    8
+    >>> del _REGISTRY['tiny_doc_example']
+    """
+    if callable(name) and not spec:  # bare @register_model
+        return register_model(None)(name)
+    unknown = sorted(set(spec) - set(_FIELDS))
+    if unknown:
+        raise ValueError("register_model: unknown spec fields %s; known: %s"
+                         % (", ".join(unknown), ", ".join(_FIELDS)))
+
+    def wrap(fn):
+        _with_zoo()
+        key = name or fn.__name__
+        if not isinstance(key, str) or not key:
+            raise ValueError("model name must be a non-empty string, got %r" % (key,))
+        if key in _REGISTRY:
+            raise ValueError("model %r is already registered" % key)
+        fields = dict(spec)
+        fields["arch"] = types.MappingProxyType(dict(fields.get("arch") or {}))
+        _REGISTRY[key] = ModelSpec(key, fn, **fields)
+        return fn
+    return wrap
+
+
+def list_models():
+    """Names of all registered models, in registration order."""
+    return list(_with_zoo())
+
+
+def get_spec(name):
+    """The :class:`ModelSpec` of ``name``; ValueError with close names if unknown."""
+    if name not in _with_zoo():
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3, cutoff=0.5)
+        hint = ("did you mean %s? " % ", ".join(map(repr, close))) if close else ""
+        raise ValueError("unknown model %r; %savailable: %s" % (name, hint, ", ".join(_REGISTRY)))
+    return _REGISTRY[name]

@@ -1,0 +1,109 @@
+"""Training settings: :class:`TrainConfig` and the choices of each setting.
+
+Importing this module does not import MXNet (the CLI takes its choices from here).
+"""
+import dataclasses
+import math
+
+__all__ = ["TrainConfig", "NonFiniteLossError", "KVSTORES", "LR_MODES", "OPTIMIZERS", "NONFINITE",
+           "INITS", "DTYPES"]
+
+KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
+LR_MODES = ("cosine", "step", "linear", "poly", "constant")
+OPTIMIZERS = ("nag", "sgd", "adam")
+NONFINITE = ("stop", "skip")
+INITS = ("msraprelu", "xavier")
+DTYPES = ("float32", "float16")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every training setting; saved as ``config.json`` so a run can be repeated.
+
+    ``lr=None`` means ``0.1 * batch_size / 64`` (the linear scaling rule with
+    the seed's base rate). ``mixup_off_epochs`` switches mixup off for the
+    last epochs; ``lr_steps`` are epochs for ``lr_mode='step'``.
+    """
+    epochs: int = 220
+    batch_size: int = 64
+    lr: float = None
+    optimizer: str = "nag"
+    momentum: float = 0.9
+    wd: float = 1e-4
+    no_wd: bool = True
+    lr_mode: str = "cosine"
+    warmup_epochs: int = 5
+    lr_steps: tuple = (80, 120)
+    lr_decay: float = 0.1
+    mixup_alpha: float = 1.0
+    mixup_off_epochs: int = 20
+    label_smoothing: float = 0.0
+    init: str = "msraprelu"
+    seed: int = 0
+    dtype: str = "float32"
+    nonfinite: str = "stop"
+    kvstore: str = "device"
+    log_interval: int = 0
+
+    def __post_init__(self):
+        self._check_types()
+        self.lr_steps = tuple(self.lr_steps)
+        checks = [
+            ("epochs", self.epochs, isinstance(self.epochs, int) and self.epochs >= 1, ">= 1"),
+            ("batch_size", self.batch_size,
+             isinstance(self.batch_size, int) and self.batch_size >= 1, ">= 1"),
+            ("lr", self.lr, self.lr is None or (self.lr > 0 and math.isfinite(self.lr)),
+             "> 0 (or None for 0.1 x batch/64)"),
+            ("optimizer", self.optimizer, self.optimizer in OPTIMIZERS, "one of %s" % (OPTIMIZERS,)),
+            ("momentum", self.momentum, 0 <= self.momentum < 1, "in [0, 1)"),
+            ("wd", self.wd, self.wd >= 0, ">= 0"),
+            ("lr_mode", self.lr_mode, self.lr_mode in LR_MODES, "one of %s" % (LR_MODES,)),
+            ("warmup_epochs", self.warmup_epochs, 0 <= self.warmup_epochs < self.epochs,
+             "in [0, epochs=%d)" % self.epochs),
+            ("lr_steps", self.lr_steps, all(0 < s for s in self.lr_steps), "positive epochs"),
+            ("lr_decay", self.lr_decay, 0 < self.lr_decay <= 1, "in (0, 1]"),
+            ("mixup_alpha", self.mixup_alpha, self.mixup_alpha >= 0, ">= 0 (0: off)"),
+            ("mixup_off_epochs", self.mixup_off_epochs, self.mixup_off_epochs >= 0, ">= 0"),
+            ("label_smoothing", self.label_smoothing, 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("init", self.init, self.init in INITS, "one of %s" % (INITS,)),
+            ("dtype", self.dtype, self.dtype in DTYPES, "one of %s" % (DTYPES,)),
+            ("nonfinite", self.nonfinite, self.nonfinite in NONFINITE, "one of %s" % (NONFINITE,)),
+        ]
+        for name, value, ok, allowed in checks:
+            if not ok:
+                raise ValueError("%s must be %s, got %r" % (name, allowed, value))
+
+    def _check_types(self):
+        """Settings from JSON files or Python must have the fields' types (no silent casts)."""
+        for field in dataclasses.fields(self):
+            value, default = getattr(self, field.name), field.default
+            if field.name == "lr" and value is None:
+                continue
+            if isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif isinstance(default, float) or field.name == "lr":
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and math.isfinite(value)
+                if ok:
+                    setattr(self, field.name, float(value))
+            elif isinstance(default, str):
+                ok = isinstance(value, str)
+            else:  # lr_steps
+                ok = isinstance(value, (list, tuple)) and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in value)
+            if not ok:
+                kind = {bool: "true or false", int: "an integer", float: "a finite number",
+                        str: "a string"}.get(type(default), "a list of integers")
+                raise ValueError("%s must be %s, got %r" % (
+                    field.name, "a finite number" if field.name == "lr" else kind, value))
+
+    @property
+    def base_lr(self):
+        """The learning rate: ``lr``, or ``0.1 * batch_size / 64`` when it is None."""
+        return self.lr if self.lr is not None else 0.1 * self.batch_size / 64
