@@ -49,7 +49,8 @@ def main(argv=None):
     import mxnet as mx
     import numpy as np
 
-    from resattn import blocks, deploy, get_model
+    from resattn import deploy, get_model
+    from resattn.models import blocks
 
     def op_resize(F, x, like):
         return F.contrib.BilinearResize2D(x, like=like, mode="like")

@@ -362,6 +362,7 @@ def _reference_weights(args):
     from mxnet import autograd
 
     from resattn import get_model
+    from resattn._compat import structured_params
     ref = get_model("attention92_cifar", width_mult=args.width_mult)
     ref.initialize(mx.init.MSRAPrelu())
     x_np = _data(8, args.size)[0]
@@ -373,7 +374,7 @@ def _reference_weights(args):
     np.savez(path, ref_x=x_np, ref_out=ref_out, widths=np.array(ref.widths),
              stem=ref.features[0][0].weight.shape[0],
              **{"param:" + k: p.data().asnumpy()
-                for k, p in ref._collect_params_with_prefix().items()})
+                for k, p in structured_params(ref).items()})
     return path
 
 

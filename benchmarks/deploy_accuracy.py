@@ -36,12 +36,12 @@ def main(argv=None):
     import numpy as np
 
     from resattn import deploy, get_model
-    from resattn.cli import _saved_config
+    from resattn.cli import saved_config
     from resattn.data import dataset_info, get_data_loader
     from resattn.io import load_parameters
 
     amx = False if args.no_amx else deploy.enable_amx()
-    saved = _saved_config(args.params)
+    saved = saved_config(args.params)
     if not saved.get("model"):
         raise SystemExit("no config.json with a model name beside %s" % args.params)
     dataset = args.dataset or saved["dataset"]

@@ -87,7 +87,7 @@ def main(argv=None):
 
     if args.epochs:
         from resattn.data import get_data_loader
-        from resattn.train import fit
+        from resattn.training import fit
         train = get_data_loader("digits", True, args.batch_size, subset=args.subset)
         val = get_data_loader("digits", False, args.batch_size, subset=args.subset)
         out = args.out or tempfile.mkdtemp(prefix="custom_network_")

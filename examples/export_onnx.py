@@ -23,7 +23,7 @@ from resattn import get_model
 from resattn.data import dataset_info, get_data_loader
 from resattn.deploy import check_onnx, export_onnx, quantize
 from resattn.io import load_parameters
-from resattn.train import evaluate
+from resattn.training import evaluate
 
 
 def build_parser():

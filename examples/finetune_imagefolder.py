@@ -24,7 +24,7 @@ from mxnet.gluon import nn
 from resattn import get_model, model_config
 from resattn.data import dataset_info, get_data_loader
 from resattn.io import load_parameters, save_parameters
-from resattn.train import evaluate, get_context
+from resattn.training import evaluate, get_context
 
 
 def build_parser():

@@ -25,9 +25,9 @@ import mxnet as mx
 import numpy as np
 
 from resattn import get_model
-from resattn.convert import convert_file
+from resattn.models.convert import convert_file
 from resattn.io import load_parameters
-from resattn.train import get_context
+from resattn.training import get_context
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
@@ -52,7 +52,7 @@ def read_images(paths, size=32):
 def eval_cifar10(net, ctx, root=None, subset=None, batch_size=128):
     """Top-1 on the CIFAR-10 test set with [0, 1] inputs (downloads CIFAR-10 on first use)."""
     from mxnet import gluon
-    from resattn.train import evaluate
+    from resattn.training import evaluate
     kwargs = {} if root is None else {"root": root}
     test = gluon.data.vision.CIFAR10(train=False, **kwargs)
     if subset:

@@ -4,7 +4,7 @@ The same run as ``resattn train --model attention92_cifar --dataset cifar10
 --out runs/a92``: Nesterov SGD, 0.1 x batch/64 with 5 warm-up epochs then
 cosine decay, mixup off for the last 20 epochs, no weight decay on biases and
 BatchNorm, MSRAPrelu initialisation, 220 epochs (the defaults of
-``resattn.train.TrainConfig``; provenance in docs/training.md). CIFAR-10
+``resattn.training.TrainConfig``; provenance in docs/training.md). CIFAR-10
 downloads on first use (Gluon's downloader). Tutorial:
 docs/tutorials/train_cifar10.md.
 
@@ -17,7 +17,7 @@ import sys
 
 from resattn import get_model
 from resattn.data import dataset_info, get_data_loader
-from resattn.train import TrainConfig, fit, get_context
+from resattn.training import TrainConfig, fit, get_context
 
 
 def build_parser():

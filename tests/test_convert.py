@@ -8,7 +8,7 @@ import pytest
 from conftest import randomize_batchnorm, rel_diff
 from resattn import get_model
 from resattn._compat import import_gluoncv
-from resattn.convert import SOURCES, convert_file, foreign_names, load_params
+from resattn.models.convert import SOURCES, convert_file, foreign_names, load_params
 
 TOL = 1e-4
 SMALL = 1 / 8  # width multiplier for the tests that need no foreign model

@@ -1,4 +1,6 @@
 """Tests of resattn.data on offline data only: sklearn's digits and files written here."""
+import subprocess
+import sys
 import time
 
 import cv2
@@ -7,6 +9,8 @@ import numpy as np
 import pytest
 
 from resattn import data
+from resattn.data import registry
+from resattn.data.synthetic import _split_seed
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -262,7 +266,7 @@ def test_cluttered_digits_generation_is_fast_and_info_matches():
     assert time.perf_counter() - start < 2.0
     info = data.dataset_info("cluttered-digits")
     assert info["input_size"] == 64 and info["classes"] == 10 and info["offline"]
-    reference, _ = data.make_cluttered_digits(images, data._split_seed(0, True))
+    reference, _ = data.make_cluttered_digits(images, _split_seed(0, True))
     np.testing.assert_allclose(info["mean"], [reference.mean()] * 3, rtol=1e-5)
     np.testing.assert_allclose(info["std"], [reference.std()] * 3, rtol=1e-5)
 
@@ -376,3 +380,101 @@ def test_loader_batches_depend_on_the_seed_not_the_workers():
 def test_bad_arguments_raise_value_error_naming_them(call, shown):
     with pytest.raises(ValueError, match=shown):
         call()
+
+
+# --------------------------------------------------------------------------- the registry
+
+BUILT_IN = ("cifar10", "cifar100", "digits", "cluttered-digits", "imagefolder:PATH", "rec:PATH")
+SQUARES_STATS = ((0.25, 0.25, 0.25), (0.5, 0.5, 0.5))
+
+
+def _squares(train, **options):
+    """A tiny in-memory source: 6 train / 4 test gray 8x8 images, labelled by brightness."""
+    n = 6 if train else 4
+    return [(np.full((8, 8), 255 * (i % 2), np.uint8), i % 2) for i in range(n)]
+
+
+def test_datasets_are_what_the_registry_lists():
+    assert tuple(data.DATASETS) == tuple(data.list_datasets()) == BUILT_IN
+    assert data.DATASETS == BUILT_IN and len(data.DATASETS) == 6 and "digits" in data.DATASETS
+    assert repr(data.DATASETS) == repr(BUILT_IN)
+    for name in BUILT_IN:
+        spec = data.dataset_spec(name)
+        assert isinstance(spec, data.DatasetSpec) and spec.pattern == name
+
+
+def test_registry_imports_without_mxnet():
+    code = ("import sys, resattn.data.registry as r; print(', '.join(r.DATASETS)); "
+            "assert 'mxnet' not in sys.modules and 'cv2' not in sys.modules, "
+            "sorted(m for m in ('mxnet', 'cv2') if m in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ", ".join(BUILT_IN)
+
+
+def test_a_registered_dataset_works_by_name_and_goes_away(monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+        spec = data.register_dataset("squares", classes=2, input_size=8, stats=SQUARES_STATS,
+                                     flip=False, builder=_squares)
+        assert spec.name == "squares" and data.DATASETS == BUILT_IN + ("squares",)
+        assert data.dataset_info("squares") == dict(classes=2, input_size=8, mean=(0.25,) * 3,
+                                                    std=(0.5,) * 3, offline=True)
+        test = data.get_dataset("squares", train=False)
+        assert len(test) == 4 and test.classes == 2 and test.name == "squares"
+        x, y = test[1]
+        assert x.shape == (3, 8, 8) and y == 1
+        np.testing.assert_allclose(x.asnumpy(), (1 - 0.25) / 0.5)
+        loader = data.get_data_loader("squares", True, batch_size=2, image_size=16)
+        batches = [(x.shape, y.asnumpy().tolist()) for x, y in loader]
+        assert len(batches) == 3 and all(shape == (2, 3, 16, 16) for shape, _ in batches)
+        with pytest.raises(ValueError, match="did you mean 'squares'"):
+            data.get_dataset("squares2")
+        with pytest.raises(ValueError, match="only used by cifar10 and cifar100"):
+            data.get_dataset("squares", root="/tmp/x")
+    assert data.DATASETS == BUILT_IN
+    with pytest.raises(ValueError, match="unknown dataset 'squares'"):
+        data.dataset_info("squares")
+
+
+def test_a_registered_dataset_can_take_a_path_and_measure_itself(monkeypatch, tmp_path):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    seen = []
+
+    @data.register_dataset("counted", classes=lambda path: len(path), input_size=8,
+                           stats=lambda path: SQUARES_STATS, takes_path=True)
+    def counted(train, path, **options):
+        seen.append(dict(options, path=path, train=train))
+        return _squares(train)
+
+    assert callable(counted) and "counted:PATH" in data.DATASETS
+    name = "counted:%s" % tmp_path
+    info = data.dataset_info(name)
+    assert info["classes"] == len(str(tmp_path))
+    assert (info["mean"], info["std"]) == SQUARES_STATS
+    dataset = data.get_dataset(name, subset=3, cutout=2, seed=4)
+    assert len(dataset) == 3 and dataset.augment and dataset.name == name
+    assert seen == [dict(train=True, path=str(tmp_path), image_size=8, augment=True, cutout=2,
+                         seed=4, subset=3)]
+    with pytest.raises(ValueError, match="'counted:' needs a path"):
+        data.get_dataset("counted:")
+
+
+@pytest.mark.parametrize("name,kwargs,shown", [
+    ("digits", {}, "'digits' is already registered"),
+    ("rec", {}, "'rec' is already registered"),
+    ("a:b", {}, "without ':'.*'a:b'"),
+    ("new", dict(stats=((0.5,) * 3, (0.0,) * 3)), "stats"),
+    ("new", dict(classes=0), "classes.*0"),
+    ("new", dict(input_size=None), "input_size.*None"),
+    ("new", dict(style="large"), "style.*'large'"),
+    ("new", dict(builder="not a reference"), "builder of dataset 'new'"),
+])
+def test_bad_registrations_raise_value_error(monkeypatch, name, kwargs, shown):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    fields = dict(classes=2, input_size=8, stats=SQUARES_STATS, builder=_squares)
+    fields.update(kwargs)
+    with pytest.raises(ValueError, match=shown):
+        data.register_dataset(name, **fields)
+    assert data.DATASETS == BUILT_IN

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import randomize_batchnorm, rel_diff
-from resattn import blocks, deploy, get_model
+from resattn import deploy, get_model
+from resattn.models import blocks
 from resattn.cli import main
 from resattn.io import assign_parameters, save_parameters
 
@@ -253,7 +254,8 @@ def test_enable_amx_keeps_int8_and_bf16_results(tmp_path):
     # AMX must be enabled before oneDNN's first operator, so each run is a fresh process.
     import subprocess
     import sys
-    if not {"amx_tile", "amx_int8", "amx_bf16"} <= deploy._cpu_flags():
+    from resattn.deploy.cpu import _cpu_flags
+    if not {"amx_tile", "amx_int8", "amx_bf16"} <= _cpu_flags():
         pytest.skip("this CPU has no Intel AMX")
     outs = []
     for mode in ("amx", "plain"):

@@ -20,8 +20,9 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from resattn import launch, train
-from resattn.cli import COMMANDS, _KVSTORES, build_parser, main
+from resattn import training as train
+from resattn.training import distributed, launch
+from resattn.cli import main
 
 PY = sys.executable
 CLI = [PY, "-m", "resattn.cli"]
@@ -149,7 +150,7 @@ WORKER_HOOK = r'''
 import os
 import sys
 
-import resattn.train as train
+import resattn.training as train
 
 base = sys.argv[1]
 real_fit = train.fit
@@ -234,7 +235,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from resattn.train import create_kvstore, fit
+from resattn.training import create_kvstore, fit
 
 
 def data():
@@ -446,7 +447,7 @@ def test_async_optimizer_keeps_no_wd_on_the_servers():
         if name.endswith(("gamma", "beta", "bias")):
             p.wd_mult = 0.0
     cfg = train.TrainConfig(epochs=2, warmup_epochs=0)
-    optimizer, _ = train._optimizer(cfg, net, {"wd": 1e-4, "momentum": 0.9}, True)
+    optimizer, _ = distributed.make_optimizer(cfg, net, {"wd": 1e-4, "momentum": 0.9}, True)
     on_server = pickle.loads(pickle.dumps(optimizer))
     names = list(net.collect_params().keys())
     wds = on_server._get_wds(list(range(len(names))))
@@ -596,12 +597,6 @@ def test_kvstore_from_config_file_is_checked(tmp_path, capsys):
            "got 'nccl'" in capsys.readouterr().err
 
 
-def test_launch_is_registered_and_kvstores_agree():
-    build_parser()
-    assert "launch" in COMMANDS and "train" in COMMANDS
-    assert _KVSTORES == train.KVSTORES
-
-
 # ----------------------------------------------------------------------------- syncbn
 def test_syncbn_builds_and_trains_on_one_cpu(tmp_path, monkeypatch):
     from mxnet.gluon.contrib.nn import SyncBatchNorm
@@ -638,7 +633,7 @@ def test_syncbn_builds_and_trains_on_one_cpu(tmp_path, monkeypatch):
 def test_parameter_check_names_the_parameter_that_differs():
     net = mx.gluon.nn.Dense(3, in_units=2)
     net.initialize()
-    workers = train._Workers(None)
+    workers = distributed.Workers(None)
     workers.sync, workers.num_workers = True, 2
     workers.sum = lambda name, values: np.asarray(values) * 2
     workers.check_identical(net, 1)

@@ -101,7 +101,7 @@ def test_finetune_imagefolder(tmp_path, capsys, freeze):
 
 def test_load_pytorch_weights(tmp_path, capsys):
     torch = pytest.importorskip("torch")
-    from resattn.convert import foreign_names
+    from resattn.models.convert import foreign_names
     # A state_dict in the PyTorch reference's names, from a random attention92_cifar.
     net = resattn.get_model("attention92_cifar")
     net.initialize(mx.init.MSRAPrelu())

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resattn import get_model, train
+from resattn import get_model
+from resattn import training as train
 from resattn.cli import main
 from resattn.io import load_parameters
 
@@ -73,7 +74,7 @@ def test_file_of_another_model_names_the_mismatches(saved, other):
 
 
 def test_foreign_file_of_the_wrong_source_is_refused(saved):
-    from resattn.convert import load_params
+    from resattn.models.convert import load_params
     _, path = saved
     target = get_model("attention92_cifar", width_mult=0.0625)
     with pytest.raises(ValueError, match="net.params"):

@@ -7,7 +7,9 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from resattn import get_model, train
+from resattn import get_model
+from resattn import training as train
+from resattn.training import trainer as train_loop
 from resattn.cli import main
 from resattn.data import get_data_loader
 
@@ -160,7 +162,7 @@ def test_nonfinite_loss_keeps_last_good_checkpoint(tmp_path, monkeypatch, policy
         calls["n"] += 1
         return real(*args) * (float("nan") if calls["n"] > 2 else 1.0)
 
-    monkeypatch.setattr(train, "smooth_labels", nan_from_epoch_2)
+    monkeypatch.setattr(train_loop, "smooth_labels", nan_from_epoch_2)
     kw = dict(epochs=2, warmup_epochs=0, mixup_alpha=0, progress=False, classes=10,
               nonfinite=policy)
     if policy == "stop":

@@ -6,7 +6,11 @@ from mxnet.gluon import nn
 
 import resattn
 from conftest import randomize_batchnorm, rel_diff
-from resattn import get_model, get_model_list, profile, zoo
+import dataclasses
+
+from resattn import get_model, get_model_list, profile
+from resattn.io import sha1_file
+from resattn.models import _registry, get_spec, register_model, zoo
 
 MODELS = get_model_list()
 # Small widths keep every registered model fast enough for a unit test.
@@ -124,6 +128,12 @@ def test_pretrained_without_published_weights_says_so():
         get_model("attention56", pretrained=True)
 
 
+def _publish(monkeypatch, name, sha1):
+    """Pretend resattn published a weight file for ``name``."""
+    monkeypatch.setitem(_registry._REGISTRY, name,
+                        dataclasses.replace(get_spec(name), weights=sha1))
+
+
 def test_pretrained_path_and_sha1(tmp_path, monkeypatch):
     net = get_model("attention56_cifar", width_mult=WIDTH)
     net.initialize()
@@ -134,14 +144,14 @@ def test_pretrained_path_and_sha1(tmp_path, monkeypatch):
     x = mx.nd.random.normal(shape=(1, 3, 32, 32))
     assert rel_diff(net(x), loaded(x)) == 0
 
-    sha1 = zoo._sha1(str(path))
-    monkeypatch.setitem(zoo.PUBLISHED_WEIGHTS, "attention56_cifar", sha1)
+    sha1 = sha1_file(str(path))
+    _publish(monkeypatch, "attention56_cifar", sha1)
     published = tmp_path / ("attention56_cifar-%s.params" % sha1[:8])
     published.write_bytes(path.read_bytes())
     again = get_model("attention56_cifar", width_mult=WIDTH, pretrained=True, root=str(tmp_path))
     assert rel_diff(net(x), again(x)) == 0
 
-    monkeypatch.setitem(zoo.PUBLISHED_WEIGHTS, "attention56_cifar", "0" * 40)
+    _publish(monkeypatch, "attention56_cifar", "0" * 40)
     (tmp_path / "attention56_cifar-00000000.params").write_bytes(b"corrupt")
     with pytest.raises(ValueError, match="SHA-1 mismatch"):
         get_model("attention56_cifar", width_mult=WIDTH, pretrained=True, root=str(tmp_path))
@@ -161,3 +171,45 @@ def test_model_config_has_preprocessing():
     assert cfg["input_size"] == 32 and len(cfg["mean"]) == 3 and cfg["variant"] == "gluoncv"
     assert "95.41" in cfg["published"]
     assert resattn.model_config("attention56")["variant"] == "official"
+
+
+def test_spec_is_bound_at_registration():
+    """Architecture, preprocessing and paper figures come from one ModelSpec per model."""
+    for name in MODELS:
+        spec, table = get_spec(name), zoo.MODEL_SPECS[name]
+        assert spec.name == name and spec.builder is getattr(zoo, name)
+        assert spec.input_size == table["input_size"] and spec.mean == table["mean"]
+        assert all(spec.arch[k] == table[k] for k in ("modules", "widths", "p", "t", "r"))
+        assert resattn.model_config(name) == spec.config()
+    assert "95.41" in get_spec("attention92_cifar").published
+
+
+@pytest.fixture
+def custom_model(monkeypatch):
+    """A builder registered by a user with only part of a spec; removed after the test."""
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._with_zoo()))
+
+    @register_model
+    def plain_cifar_test(classes=10, **kwargs):
+        net = nn.HybridSequential()
+        net.add(nn.Conv2D(8, 3, padding=1, in_channels=3), nn.GlobalAvgPool2D(),
+                nn.Dense(classes, in_units=8))
+        return net
+    register_model("plain_cifar_test_32", input_size=32, classes=10,
+                   mean=(0.5,) * 3, std=(0.25,) * 3)(plain_cifar_test)
+    return "plain_cifar_test"
+
+
+def test_a_builder_registered_without_spec_works_everywhere(custom_model, capsys):
+    from resattn.cli import main
+    assert custom_model in get_model_list()
+    cfg = resattn.model_config(custom_model)
+    assert cfg["input_size"] == 224 and cfg["classes"] == 1000 and cfg["published"] is None
+    assert resattn.model_config("plain_cifar_test_32")["mean"] == (0.5, 0.5, 0.5)
+    assert get_model(custom_model, classes=3).__class__.__name__ == "HybridSequential"
+    assert main(["info", "plain_cifar_test_32"]) == 0
+    assert "total params 314 " in capsys.readouterr().out
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(custom_model)(lambda **kw: None)
+    with pytest.raises(ValueError, match="unknown spec fields colour"):
+        register_model("x", colour="red")

@@ -1,4 +1,4 @@
-"""Pictures of soft masks overlaid on their images, as in the paper's Fig. 1.
+"""Pictures: soft masks overlaid on their images (the paper's Fig. 1), and training curves.
 
 Figures are drawn with :class:`matplotlib.figure.Figure` and the Agg canvas
 directly, so the backend of a user's pyplot session is left alone.
@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from .io import atomic_write
 from .masks import Mask, reduce_masks
 
-__all__ = ["upsample", "plot_masks"]
+__all__ = ["upsample", "plot_masks", "plot_curves"]
 
 
 def _axis_weights(out_size, in_size):
@@ -136,3 +136,24 @@ def plot_masks(images, masks, path, reduce="mean", title=None, alpha=0.5, cmap="
     if title is not None:
         fig.suptitle(title, fontsize=10)
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+
+
+def plot_curves(history, path):
+    """Loss and accuracy per epoch as a PNG (matplotlib, Agg canvas)."""
+    fig = Figure(figsize=(9, 3.5), dpi=100)
+    FigureCanvasAgg(fig)
+    epochs = [row["epoch"] for row in history]
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    ax1.plot(epochs, [r["val_loss"] for r in history], "s-", label="val")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("cross-entropy")
+    ax1.legend()
+    ax2.plot(epochs, [r["val_top1"] for r in history], "s-", label="val top-1")
+    ax2.plot(epochs, [r["val_top5"] for r in history], "^-", label="val top-5")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("accuracy")
+    ax2.set_ylim(0, 1)
+    ax2.legend(loc="lower right")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))

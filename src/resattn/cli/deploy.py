@@ -1,34 +1,24 @@
-"""``resattn export`` and ``resattn quantize``: deployment subcommands (see :mod:`resattn.deploy`)."""
-from ._base import _size, command, load_trained
+"""``resattn export`` and ``resattn quantize``: deployment (see :mod:`resattn.deploy`)."""
+import importlib
 
-EXPORT_FORMATS = ("symbol", "onnx")
+from ..deploy.choices import CALIB_MODES, EXPORT_FORMATS
+from ._base import (add_model_args, check_choice, command, data_kwargs, load_trained,
+                    size_type)
 
-
-def _deploy_model_args(p):
-    p.add_argument("--model", default=None,
-                   help="zoo model (default: the one in config.json beside --params)")
-    p.add_argument("--params", required=True, help="resattn .params file")
-    p.add_argument("--width-mult", type=float, default=None,
-                   help="width multiplier the weights were trained with (default: config.json's)")
-    p.add_argument("--variant", choices=("official", "gluoncv"), default=None)
-    p.add_argument("--attention", choices=("mixed", "channel", "spatial"), default=None)
-    p.add_argument("--learning", choices=("arl", "nal"), default=None)
-    p.add_argument("--classes", type=int, default=None,
-                   help="classifier size (default: read from the weights)")
+#: ``EXPORT_FORMATS`` stays importable from here (``resattn.cli_deploy`` of resattn 0.1).
+__all__ = ["EXPORT_FORMATS"]
 
 
-def _load_net(args):
-    """The network of ``--model``/config.json with ``--params`` loaded, and its name."""
-    net, model, _ = load_trained(args, classes=args.classes)
-    return net, model
+def _trained_model_args(p):
+    add_model_args(p, trained=True, classes="classifier size (default: read from the weights)")
 
 
 def _export_args(p):
-    _deploy_model_args(p)
+    _trained_model_args(p)
     p.add_argument("--format", required=True, help="symbol (MXNet JSON + params) or onnx")
     p.add_argument("-o", "--out", required=True,
                    help="symbol: prefix of PREFIX-symbol.json/-0000.params; onnx: the .onnx file")
-    p.add_argument("--input-size", type=_size, default=None,
+    p.add_argument("--input-size", type=size_type, default=None,
                    help="N or HxW traced for shapes (default: the model's); the exported "
                         "graph accepts other sizes")
     p.add_argument("--static", action="store_true",
@@ -37,13 +27,12 @@ def _export_args(p):
                    help="onnx: skip the comparison with MXNet in ONNX Runtime")
 
 
-@command("export", "export weights as an MXNet symbol (JSON + params) or an ONNX file")
+@command("export", "export weights as an MXNet symbol (JSON + params) or an ONNX file",
+         _export_args)
 def _export(args):
     from .. import deploy, model_config
-    if args.format not in EXPORT_FORMATS:
-        raise ValueError("--format %r: expected one of %s" % (args.format,
-                                                               ", ".join(EXPORT_FORMATS)))
-    net, model = _load_net(args)
+    check_choice("--format", args.format, EXPORT_FORMATS)
+    net, model, _ = load_trained(args, classes=args.classes)
     size = args.input_size or model_config(model)["input_size"]
     if args.format == "symbol":
         sym_path, params_path = deploy.export_symbol(net, args.out, size)
@@ -54,7 +43,7 @@ def _export(args):
     print("wrote %s (%s shapes)" % (args.out, "static" if args.static else "dynamic"))
     if not args.no_check:
         try:
-            import onnxruntime  # noqa: F401
+            importlib.import_module("onnxruntime")
         except ImportError:
             print("not checked: onnxruntime is not installed")
             return 0
@@ -66,11 +55,8 @@ def _export(args):
     return 0
 
 
-_export.arguments = _export_args
-
-
 def _quantize_args(p):
-    _deploy_model_args(p)
+    _trained_model_args(p)
     p.add_argument("--calib-dataset", required=True,
                    help="dataset whose training split calibrates (see `resattn train --help`)")
     p.add_argument("--calib-batches", type=int, default=5, help="calibration batches (5)")
@@ -85,20 +71,19 @@ def _quantize_args(p):
                    help="do not enable Intel AMX (used by default where the CPU has it)")
 
 
-@command("quantize", "INT8 post-training quantization for CPU, calibrated on a few batches")
+@command("quantize", "INT8 post-training quantization for CPU, calibrated on a few batches",
+         _quantize_args)
 def _quantize(args):
     import numpy as np
     from .. import deploy
     from ..data import dataset_info, get_data_loader
     from ..training import evaluate
-    if args.calib_mode not in deploy.CALIB_MODES:
-        raise ValueError("--calib-mode %r: expected one of %s"
-                         % (args.calib_mode, ", ".join(deploy.CALIB_MODES)))
+    check_choice("--calib-mode", args.calib_mode, CALIB_MODES)
     if args.calib_batches < 1:
         raise ValueError("--calib-batches must be >= 1, got %d" % args.calib_batches)
     amx = False if args.no_amx else deploy.enable_amx()  # before any operator runs
-    net, model = _load_net(args)
-    data_kw = {"root": args.data_root} if args.data_root else {}
+    net, model, _ = load_trained(args, classes=args.classes)
+    data_kw = data_kwargs(args)
     info = dataset_info(args.calib_dataset)
     # Calibrate on training images without augmentation, in a fixed shuffled order.
     np.random.seed(0)
@@ -124,5 +109,3 @@ def _image_size(loader):
         return tuple(batch[0].shape[2:])
     raise ValueError("calibration dataset is empty")
 
-
-_quantize.arguments = _quantize_args

@@ -1,18 +1,19 @@
 """``resattn launch``: run a command as the workers of an MXNet parameter-server job."""
 import argparse
-import contextlib
-import os
 import sys
-import traceback
 
-from ._base import command
+from ..training.launch import LAUNCHERS
+from ._base import command, worker_exits_on_failure
+
+#: Kept here for ``resattn.cli_dist.worker_exits_on_failure`` (resattn 0.1's path).
+__all__ = ["worker_exits_on_failure"]
 
 
 def _launch_args(p):
     p.add_argument("-n", "--num-workers", type=int, required=True,
                    help="worker processes (each runs the command)")
     p.add_argument("-s", "--num-servers", type=int, default=1, help="server processes (1)")
-    p.add_argument("--launcher", choices=("local", "ssh"), default="local",
+    p.add_argument("--launcher", choices=LAUNCHERS, default="local",
                    help="local: everything on 127.0.0.1; ssh: on the hosts of -H")
     p.add_argument("-H", "--hostfile", default=None,
                    help="for ssh: one host per line; servers and workers round-robin, "
@@ -30,7 +31,8 @@ def _launch_args(p):
                         "--kvstore dist_sync")
 
 
-@command("launch", "run a training command as N workers of a distributed job (MXNet kvstore)")
+@command("launch", "run a training command as N workers of a distributed job (MXNet kvstore)",
+         _launch_args)
 def _launch(args):
     from ..training.launch import parse_hostfile, plan, run
     cmd = args.worker_command
@@ -55,35 +57,3 @@ def _launch(args):
         sys.stderr.write("resattn launch: error: %s\n" % problem)
     return status
 
-
-_launch.arguments = _launch_args
-
-
-@contextlib.contextmanager
-def worker_exits_on_failure(command):
-    """In a worker of a distributed job, turn any failure into an immediate exit.
-
-    At exit, MXNet's dist kvstore waits for every other node (ps-lite's
-    finalize barrier) while they wait for this worker at their next push, so a
-    worker that fails and exits normally hangs the job. Exiting at once, with
-    the status and message :func:`resattn.cli.main` would give, lets
-    ``resattn launch`` (or a cluster scheduler) see the failure and stop the rest.
-    """
-    try:
-        yield
-    except BaseException as err:  # noqa: B902 - every way out must skip the barrier
-        if isinstance(err, SystemExit):
-            code = err.code if isinstance(err.code, int) else 1
-        elif isinstance(err, (ValueError, FileNotFoundError, ImportError)):
-            sys.stderr.write("resattn %s: error: %s\n" % (
-                command, str(err).splitlines()[0] if str(err) else type(err).__name__))
-            code = 2
-        elif isinstance(err, KeyboardInterrupt):
-            sys.stderr.write("resattn %s: interrupted\n" % command)
-            code = 130
-        else:
-            traceback.print_exc()
-            code = 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)

@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from ._base import _saved_config, _size, command, load_trained
+from ._base import add_model_args, command, load_trained, saved_config, size_type
 
 __all__ = ["load_images", "denormalise"]
 
@@ -41,27 +41,25 @@ def _reduction(text):
     raise ValueError("--reduce must be mean, max or channel:K, got %r" % text)
 
 
-def _args(p):
-    p.add_argument("--model", default=None, help="zoo model (default: from config.json)")
-    p.add_argument("--params", required=True, help="resattn .params file")
+def _masks_args(p):
+    add_model_args(p, trained=True)
     p.add_argument("images", nargs="*", help="image files (or use --dataset and --index)")
     p.add_argument("--dataset", default=None, help="take images from this dataset's test split")
     p.add_argument("--index", type=int, nargs="+", default=None, help="test-split indices")
-    p.add_argument("--input-size", type=_size, default=None, help="resize image files to N|HxW")
+    p.add_argument("--input-size", type=size_type, default=None, help="resize image files to N|HxW")
     p.add_argument("--reduce", default="mean", help="mean, max or channel:K")
     p.add_argument("--score", action="store_true",
                    help="on cluttered-digits: mask mean inside the digit box / outside, per stage")
-    p.add_argument("--width-mult", type=float, default=None)
     p.add_argument("-o", "--out", default="masks.png", help="PNG to write")
 
 
-@command("masks", "draw each attention module's soft mask over input images")
+@command("masks", "draw each attention module's soft mask over input images", _masks_args)
 def _masks(args):
     from .. import model_config
     from ..data import dataset_info, get_dataset
     from ..masks import capture, score_by_stage
     from ..viz import plot_masks
-    saved = _saved_config(args.params) if os.path.isfile(args.params) else {}
+    saved = saved_config(args.params) if os.path.isfile(args.params) else {}
     dataset = args.dataset or saved.get("dataset")
     if bool(args.images) == bool(args.dataset and args.index):
         raise ValueError("give image files, or --dataset with --index (not both, not neither)")
@@ -96,5 +94,3 @@ def _masks(args):
             print("%s mask inside/outside digit box: %.3f" % (stage, value))
     return 0
 
-
-_masks.arguments = _args

@@ -1,10 +1,27 @@
-"""Training application: settings, the Trainer and its callbacks, checkpoints, distributed jobs."""
+"""Training application: settings, the Trainer and its callbacks, checkpoints, distributed jobs.
+
+- :mod:`~resattn.training.config`: :class:`TrainConfig` and the choices of each setting;
+- :mod:`~resattn.training.recipe`: learning-rate schedule, targets, mixup, seeding, devices;
+- :mod:`~resattn.training.state`: :class:`TrainState`, where a run stands;
+- :mod:`~resattn.training.trainer`: :class:`Trainer` (``train_step``, ``train_epoch``,
+  ``validate``, ``fit``), :func:`evaluate` and the wrapper :func:`fit`;
+- :mod:`~resattn.training.callbacks`: Ctrl-C, progress, metrics, checkpoints, curves;
+- :mod:`~resattn.training.checkpoint`: checkpoint pairs and run outputs;
+- :mod:`~resattn.training.distributed`: kvstores and the workers of a job;
+- :mod:`~resattn.training.launch`: starting those workers (``resattn launch``).
+"""
 from .._lazy import attach
 
 __getattr__, __dir__, __all__ = attach(__name__, {
     ".config": ["TrainConfig", "NonFiniteLossError", "KVSTORES", "LR_MODES", "OPTIMIZERS",
                 "NONFINITE", "INITS", "DTYPES"],
-    ".trainer": ["fit", "evaluate", "make_lr_scheduler", "mixup_batch", "smooth_labels",
-                 "get_context", "save_checkpoint", "load_checkpoint", "create_kvstore",
-                 "plot_curves"],
+    ".recipe": ["get_context", "make_lr_scheduler", "smooth_labels", "mixup_batch",
+                "seed_everything", "split_batch"],
+    ".state": ["TrainState"],
+    ".trainer": ["Trainer", "StepResult", "fit", "evaluate"],
+    ".callbacks": ["Callback", "InterruptHandler", "ProgressBar", "MetricsLogger", "Checkpointer",
+                   "CurvePlotter", "RunConfig", "default_callbacks"],
+    ".checkpoint": ["save_checkpoint", "load_checkpoint", "prepare_run_dir"],
+    ".distributed": ["create_kvstore", "Workers"],
+    "..viz": ["plot_curves"],
 })

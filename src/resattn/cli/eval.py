@@ -1,0 +1,26 @@
+"""``resattn eval``: top-1, top-5 and loss of a trained ``.params`` file."""
+from ._base import (add_data_args, add_gpus_arg, add_model_args, command, data_kwargs,
+                    load_trained)
+
+
+def _eval_args(p):
+    add_model_args(p, trained=True)
+    add_data_args(p)
+    add_gpus_arg(p)
+
+
+@command("eval", "evaluate a .params file: top-1, top-5 and loss", _eval_args)
+def _eval(args):
+    from ..data import dataset_info, get_data_loader
+    from ..training import evaluate, get_context
+    ctx = get_context(args.gpus)
+    info = dataset_info(args.dataset)
+    net, model, saved = load_trained(args, classes=info["classes"], ctx=ctx[0])
+    net.hybridize(static_alloc=True)
+    data = get_data_loader(args.dataset, False, args.batch_size or 128,
+                           seed=saved.get("seed", 0), **data_kwargs(args))
+    res = evaluate(net, data, ctx, info["classes"])
+    print("%s on %s (%d images): top1 %.4f top5 %.4f loss %.4f" % (
+        model, args.dataset, res["samples"], res["top1"], res["top5"], res["loss"]))
+    print("top1 %.4f" % res["top1"])
+    return 0

@@ -1,0 +1,151 @@
+"""The Trainer's pieces on their own: TrainState, train_step, validate, callbacks."""
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import gluon
+from mxnet.gluon import nn
+
+from resattn.training import (Callback, NonFiniteLossError, Trainer, TrainConfig, TrainState,
+                              evaluate)
+
+CFG = dict(epochs=2, batch_size=8, warmup_epochs=0, mixup_alpha=0.0, mixup_off_epochs=0,
+           lr=0.05)
+
+
+def _net():
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(4, 3, padding=1, in_channels=3), nn.BatchNorm(in_channels=4), nn.Activation("relu"),
+            nn.GlobalAvgPool2D(), nn.Dense(3, in_units=4))
+    return net
+
+
+def _data(n=24, seed=0, batch_size=8):
+    rng = np.random.RandomState(seed)
+    x = rng.normal(size=(n, 3, 6, 6)).astype(np.float32)
+    y = rng.randint(0, 3, n).astype(np.int32)
+    x[np.arange(n), y % 3] += 1.0  # learnable: the label's channel is brighter
+    return gluon.data.DataLoader(gluon.data.ArrayDataset(mx.nd.array(x), y),
+                                 batch_size=batch_size, shuffle=False)
+
+
+def _trainer(callbacks=(), **overrides):
+    trainer = Trainer(_net(), TrainConfig(**dict(CFG, **overrides)), classes=3,
+                      callbacks=list(callbacks))
+    trainer.setup(iters_per_epoch=3)
+    return trainer
+
+
+def _weights(net):
+    """Trained parameters (running statistics move with every forward pass in training mode)."""
+    return {k: p.data().asnumpy().copy() for k, p in net.collect_params().items()
+            if p.grad_req != "null"}
+
+
+def test_train_state_round_trip_and_epoch_boundaries():
+    state = TrainState()
+    state.start_epoch(0)
+    state.batch, state.seen, state.loss_sum, state.skipped = 2, 16, 3.5, 1
+    saved = state.state_dict()
+    assert saved == {"epoch": 0, "batch": 2, "best_top1": -1.0, "history": [],
+                     "partial": {"seen": 16, "loss_sum": 3.5, "skipped": 1}}
+    again = TrainState()
+    again.load_state_dict(saved)
+    assert again == state
+    again.start_epoch(0)  # resuming in the middle keeps the partial sums
+    assert (again.batch, again.seen) == (2, 16)
+    assert again.end_epoch({"val_top1": 0.5}) is True
+    assert (again.epoch, again.batch, again.seen, again.best_top1) == (1, 0, 0, 0.5)
+    assert again.state_dict()["partial"] is None
+    assert again.end_epoch({"val_top1": 0.25}) is False and again.best_top1 == 0.5
+
+
+def test_train_step_updates_parameters_and_partial_sums():
+    trainer = _trainer()
+    batch = next(iter(_data()))
+    before = _weights(trainer.net)
+    result = trainer.train_step(batch)
+    assert result.stepped and result.samples == 8 and not result.stop
+    assert np.isfinite(result.loss) and result.loss > 0
+    assert (trainer.state.seen, trainer.state.loss_sum) == (8, result.loss)
+    after = _weights(trainer.net)
+    assert any(not np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_train_step_mixup_changes_the_loss():
+    plain = _trainer()
+    mixed = _trainer()
+    for a, b in zip(plain.net.collect_params().values(), mixed.net.collect_params().values()):
+        b.set_data(a.data())
+    batch = next(iter(_data()))
+    assert plain.train_step(batch).loss != pytest.approx(mixed.train_step(batch, 0.3).loss)
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_train_step_non_finite_loss(policy):
+    trainer = _trainer(nonfinite=policy)
+    weight = trainer.net[-1].weight
+    weight.set_data(weight.data() * np.nan)  # every logit NaN
+    batch = next(iter(_data()))
+    before = _weights(trainer.net)
+    if policy == "stop":
+        with pytest.raises(NonFiniteLossError, match="non-finite loss"):
+            trainer.train_step(batch)
+    else:
+        result = trainer.train_step(batch)
+        assert not result.stepped and trainer.state.skipped == 1 and trainer.state.seen == 0
+    after = _weights(trainer.net)
+    assert all(np.array_equal(before[k], after[k], equal_nan=True) for k in before)
+
+
+def test_validate_is_evaluate():
+    trainer = _trainer()
+    val, stop = trainer.validate(_data(seed=1))
+    assert not stop
+    assert val == evaluate(trainer.net, _data(seed=1), classes=3)
+    assert val["samples"] == 24 and 0 <= val["top1"] <= 1
+
+
+class _Recorder(Callback):
+    def __init__(self, stop_after=None):
+        self.events, self.stop_after = [], stop_after
+
+    def on_fit_start(self, trainer):
+        self.events.append("fit_start")
+
+    def on_epoch_start(self, trainer, epoch, total_batches):
+        self.events.append("epoch_start %d/%d" % (epoch, total_batches))
+
+    def on_batch_end(self, trainer, epoch, batch):
+        self.events.append("batch %d.%d" % (epoch, batch))
+        if self.stop_after == (epoch, batch):
+            self.stop_requested = True
+
+    def on_epoch_end(self, trainer, row, improved):
+        self.events.append("epoch_end %d %s" % (row["epoch"], improved))
+
+    def on_interrupt(self, trainer):
+        self.events.append("interrupt %d.%d" % (trainer.state.epoch, trainer.state.batch))
+
+    def on_fit_end(self, trainer):
+        self.events.append("fit_end")
+
+
+def test_fit_calls_every_hook_in_order(tmp_path):
+    rec = _Recorder()
+    trainer = Trainer(_net(), TrainConfig(**CFG), classes=3, callbacks=[rec])
+    history = trainer.fit(_data(), _data(seed=1))
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert rec.events[:6] == ["fit_start", "epoch_start 0/3", "batch 0.0", "batch 0.1",
+                              "batch 0.2", "epoch_end 1 True"]
+    assert rec.events[-1] == "fit_end" and len(rec.events) == 1 + 2 * 5 + 1
+    assert (trainer.state.epoch, trainer.state.batch) == (2, 0)
+
+
+def test_a_callback_can_stop_the_run_between_batches():
+    rec = _Recorder(stop_after=(1, 0))
+    trainer = Trainer(_net(), TrainConfig(**CFG), classes=3, callbacks=[rec])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(_data(), _data(seed=1))
+    assert rec.events[-2:] == ["interrupt 1.1", "fit_end"]
+    assert trainer.state.state_dict()["partial"]["seen"] == 8
+    assert len(trainer.state.history) == 1
