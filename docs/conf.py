@@ -9,8 +9,10 @@ own module-level sections (``Sources``, ``Reproducibility``) through
 ``napoleon_custom_sections``, where numpydoc drops unknown sections.
 Markdown pages (the guides written next to the code) are read with MyST.
 """
+import importlib
 import os
 import sys
+import types
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -87,28 +89,76 @@ html_theme_options = {
 
 
 # -- cross references ---------------------------------------------------------
-def _resolve_reexports(app, env, node, contnode):
-    """Resolve ``resattn.AttentionModule`` to ``resattn.blocks.AttentionModule``.
+def _find(path):
+    """The object at dotted ``path`` (``resattn.masks.capture``), or None.
 
-    The package re-exports its main objects at the top level, where users
-    call them; the API reference documents each once, in its own module.
+    The sub-packages export their modules' names lazily; a module found where
+    a name was asked for stands for its namesake inside it.
+    """
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _canonical(obj, path, reftype):
+    """Where the API reference may document ``obj``, found at ``path``: candidate names."""
+    name = path.rpartition(".")[2]
+    if isinstance(obj, types.ModuleType):
+        if reftype == "mod" or not hasattr(obj, name):
+            return [obj.__name__]
+        obj = getattr(obj, name)
+    names = []
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if isinstance(module, str) and module.startswith("resattn."):
+        names.append("%s.%s" % (module, qualname or name))
+    # Data (a tuple, a dict) has no module of its own: every module that binds it.
+    names.extend("%s.%s" % (m, name) for m, mod in sorted(sys.modules.items())
+                 if m.startswith("resattn.") and getattr(mod, "__dict__", {}).get(name) is obj)
+    return names
+
+
+def _resolve_reexports(app, env, node, contnode):
+    """Resolve ``resattn.AttentionModule`` to ``resattn.models.blocks.AttentionModule``.
+
+    The package re-exports its main objects at the top level, and each
+    sub-package its modules' (``resattn.training.fit``,
+    ``resattn.masks.capture``), where users call them; the API reference
+    documents each once, in its own module. A short name in a docstring
+    (``:func:`capture``` in ``resattn.masks.scores``) is looked up in the
+    documented module, then in each package above it.
     """
     target = node.get("reftarget", "")
-    if node.get("refdomain") != "py" or not target.startswith("resattn."):
+    if node.get("refdomain") != "py":
         return None
-    head, _, name = target.rpartition(".")
-    try:
-        obj = getattr(sys.modules.get(head) or __import__(head, fromlist=[name]), name)
-    except (ImportError, AttributeError):
-        return None
-    module = getattr(obj, "__module__", None)
-    if not module or module == head:
-        return None
+    if target.startswith("resattn."):
+        candidates = [target]
+    else:
+        parts = (node.get("py:module") or "").split(".")
+        candidates = [".".join(parts[:i] + [target]) for i in range(len(parts), 0, -1)
+                      if parts[0] == "resattn"]
     domain = env.get_domain("py")
-    node = node.deepcopy()
-    node["reftarget"] = "%s.%s" % (module, name)
-    return domain.resolve_xref(env, node.get("refdoc"), app.builder, node["reftype"],
-                               node["reftarget"], node, contnode)
+    for path in candidates:
+        obj = _find(path)
+        for new in [] if obj is None else _canonical(obj, path, node["reftype"]):
+            if new == target:
+                continue
+            ref = node.deepcopy()
+            ref["reftarget"] = new
+            found = domain.resolve_xref(env, node.get("refdoc"), app.builder, node["reftype"],
+                                        new, ref, contnode)
+            if found is not None:
+                return found
+    return None
 
 
 def setup(app):

@@ -26,6 +26,21 @@ def test_importing_the_package_and_the_choices_starts_no_mxnet():
     assert result.returncode == 0, result.stderr
 
 
+def test_no_exported_name_is_shadowed_by_a_submodule():
+    """Importing a submodule sets the package attribute of its name: no function may share it."""
+    import importlib
+    import pkgutil
+    for package in ("resattn", "resattn.models", "resattn.data", "resattn.training",
+                    "resattn.masks", "resattn.deploy"):
+        pkg = importlib.import_module(package)
+        modules = {m.name for m in pkgutil.iter_modules(pkg.__path__)}
+        assert not modules & set(pkg.__all__), (package, modules & set(pkg.__all__))
+        for name in modules:
+            importlib.import_module(package + "." + name)
+    assert callable(resattn.profile) and callable(resattn.masks.capture)
+    assert resattn.training.fit.__module__ == "resattn.training.trainer"
+
+
 def test_top_level_names():
     assert set(resattn.__all__) >= {"AttentionModule", "ResidualUnit", "ResNeXtUnit",
                                     "ResidualAttentionNet", "get_model", "get_model_list",

@@ -144,8 +144,28 @@ def test_fit_calls_every_hook_in_order(tmp_path):
 def test_a_callback_can_stop_the_run_between_batches():
     rec = _Recorder(stop_after=(1, 0))
     trainer = Trainer(_net(), TrainConfig(**CFG), classes=3, callbacks=[rec])
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit(_data(), _data(seed=1))
+    history = trainer.fit(_data(), _data(seed=1))  # early stopping: fit returns
     assert rec.events[-2:] == ["interrupt 1.1", "fit_end"]
     assert trainer.state.state_dict()["partial"]["seen"] == 8
-    assert len(trainer.state.history) == 1
+    assert len(history) == 1 and history is trainer.state.history
+
+
+def test_an_interruption_raises_after_the_callbacks():
+    class CtrlC(_Recorder):
+        interrupt = True
+    rec = CtrlC(stop_after=(0, 1))
+    trainer = Trainer(_net(), TrainConfig(**CFG), classes=3, callbacks=[rec])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(_data(), _data(seed=1))
+    assert rec.events[-2:] == ["interrupt 0.2", "fit_end"] and not trainer.state.history
+
+
+def test_a_stop_at_the_end_of_an_epoch():
+    class StopAtEpochEnd(_Recorder):
+        def on_epoch_end(self, trainer, row, improved):
+            super().on_epoch_end(trainer, row, improved)
+            self.stop_requested = True
+    rec = StopAtEpochEnd()
+    trainer = Trainer(_net(), TrainConfig(**dict(CFG, epochs=3)), classes=3, callbacks=[rec])
+    assert len(trainer.fit(_data(), _data(seed=1))) == 1
+    assert rec.events[-2:] == ["interrupt 1.0", "fit_end"]

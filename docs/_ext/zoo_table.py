@@ -1,7 +1,7 @@
 """The ``zoo-table`` directive: the model-zoo table, computed from the registry.
 
 Every registered model is built (not initialised) and profiled with
-:func:`resattn.profile.profile` at its own input size, so the table can never
+:func:`resattn.models.complexity.profile` at its own input size, so the table can never
 disagree with the code. Usage in a page::
 
     ```{zoo-table}
@@ -20,12 +20,12 @@ def zoo_rows():
     """One dict per registered model, in registry order.
 
     Keys: ``name``, ``variant``, ``stem``, ``input_size``, ``params`` and
-    ``macs`` (ours, counted by :func:`resattn.profile.profile` at
+    ``macs`` (ours, counted by :func:`resattn.models.complexity.profile` at
     ``input_size``), ``paper_params``/``paper_macs`` (millions / G, or None)
     and ``published`` (text with its source, or None).
     """
-    from resattn import get_model, get_model_list, model_config, profile
-    from resattn.zoo import get_model_spec
+    from resattn.models.complexity import profile
+    from resattn.models.zoo import get_model, get_model_list, get_model_spec, model_config
 
     rows = []
     for name in get_model_list():
@@ -69,9 +69,9 @@ class ZooTable(SphinxDirective):
 
     def run(self):
         # Re-read the page when the code behind the numbers changes.
-        import resattn
-        for module in ("zoo", "network", "blocks", "profile"):
-            self.env.note_dependency(os.path.join(os.path.dirname(resattn.__file__),
+        import resattn.models
+        for module in ("zoo", "_registry", "network", "blocks", "profile"):
+            self.env.note_dependency(os.path.join(os.path.dirname(resattn.models.__file__),
                                                   module + ".py"))
         header, body = table_cells(zoo_rows())
         table = nodes.table(classes=["zoo-table"])

@@ -10,31 +10,15 @@ blocks, the network, the registry and zoo), :mod:`resattn.data`,
 on first use, so ``import resattn`` (and the command-line parser) does not
 start MXNet until a model is needed.
 """
-import importlib
-
 from . import _legacy
+from ._lazy import attach
 
-__version__ = "0.2.0"
+__version__ = "0.2.0.dev0"
 
-#: Top-level names and the module that defines each.
-_EXPORTS = {name: "resattn.models" for name in (
+__getattr__, __dir__, __all__ = attach(__name__, {".models": [
     "AttentionModule", "ResidualUnit", "ResNeXtUnit", "ResidualAttentionNet", "get_model",
     "get_model_list", "model_config", "register_model", "profile", "ATTENTION_TYPES",
-    "LEARNING_TYPES", "VARIANTS")}
-
-__all__ = list(_EXPORTS) + ["__version__"]
+    "LEARNING_TYPES", "VARIANTS"]})
+__all__ = __all__ + ["__version__"]
 
 _legacy.install()
-
-
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError("module 'resattn' has no attribute %r" % name)
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))

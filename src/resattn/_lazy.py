@@ -20,7 +20,14 @@ def attach(package, exports):
         module = where.get(name)
         if module is None:
             raise AttributeError("module %r has no attribute %r" % (package, name))
-        value = getattr(importlib.import_module(module, package), name)
+        try:
+            imported = importlib.import_module(module, package)
+        except ImportError as err:
+            if (getattr(err, "name", None) or "").split(".")[0] == "mxnet":
+                from ._compat import import_mxnet
+                import_mxnet()  # raises the ImportError that names resattn's extras
+            raise
+        value = getattr(imported, name)
         importlib.import_module(package).__dict__[name] = value
         return value
 

@@ -110,9 +110,6 @@ def _train(args):
     from ..data import dataset_info, get_data_loader
     from ..training import create_kvstore, fit, get_context
     cfg, cutout = _train_settings(args)
-    if cfg.kvstore not in KVSTORES:  # from --config
-        raise ValueError("kvstore must be one of %s, got %r" % (", ".join(KVSTORES),
-                                                                cfg.kvstore))
     ctx = get_context(args.gpus)
     info = dataset_info(args.dataset)
     kwargs = model_kwargs(args)

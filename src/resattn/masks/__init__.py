@@ -25,7 +25,7 @@ Examples
 from .._lazy import attach
 
 __getattr__, __dir__, __all__ = attach(__name__, {
-    ".capture": ["Mask", "Capture", "MaskNet", "capture"],
+    ".masknet": ["Mask", "Capture", "MaskNet", "capture"],
     ".reduce": ["REDUCTIONS", "reduce_mask", "reduce_masks"],
     ".attribution": ["ClassChannels", "class_channels"],
     ".scores": ["box_score", "score_by_stage"],

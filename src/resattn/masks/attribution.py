@@ -9,7 +9,7 @@ from mxnet import autograd
 from mxnet.gluon import HybridBlock, nn
 
 from .._compat import batchnorm_global_stats, clear_cached_graph, dropout_rate
-from .capture import _as_input, _attention_modules, _forward
+from .masknet import _as_input, _attention_modules, _forward
 
 __all__ = ["ClassChannels", "class_channels"]
 

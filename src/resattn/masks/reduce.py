@@ -4,7 +4,7 @@ import numbers
 import mxnet as mx
 import numpy as np
 
-from .capture import Mask
+from .masknet import Mask
 
 __all__ = ["REDUCTIONS", "reduce_mask", "reduce_masks"]
 

@@ -4,7 +4,7 @@ from collections import OrderedDict
 import mxnet as mx
 import numpy as np
 
-from .capture import capture
+from .masknet import capture
 from .reduce import reduce_masks
 
 __all__ = ["box_score", "score_by_stage"]

@@ -7,7 +7,7 @@
 - :mod:`resattn.models._registry`: :func:`register_model` and :class:`ModelSpec`;
 - :mod:`resattn.models.zoo`: the spec table (Attention-56 ... 452, AttentionNeXt-56, the CIFAR
   networks) and :func:`get_model`;
-- :mod:`resattn.models.profile`: parameters and multiply-accumulates from the symbolic graph;
+- :mod:`resattn.models.complexity`: parameters and multiply-accumulates from the symbolic graph;
 - :mod:`resattn.models.convert`: weights of GluonCV, the PyTorch reference and the seed.
 """
 from .._lazy import attach
@@ -17,7 +17,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     ".choices": ["ATTENTION_TYPES", "LEARNING_TYPES", "VARIANTS", "MAX_STAGE", "STEMS", "SOURCES"],
     ".blocks": ["AttentionModule", "ResidualUnit", "ResNeXtUnit"],
     ".network": ["ResidualAttentionNet"],
-    ".profile": ["Layer", "Profile", "profile"],
+    ".complexity": ["Layer", "Profile", "profile"],
     ".zoo": ["MODEL_SPECS", "get_model", "get_model_list", "get_model_spec", "load_pretrained",
              "model_config", "short_hash"],
 })

@@ -27,9 +27,13 @@ class Callback:
     ----------
     stop_requested : bool
         A callback sets it to ask the trainer to stop at the next batch
-        boundary, with a resumable checkpoint.
+        boundary, with a resumable checkpoint; ``fit`` then returns.
+    interrupt : bool
+        True for a callback whose stop is an interruption (Ctrl-C): ``fit``
+        then raises KeyboardInterrupt instead of returning.
     """
     stop_requested = False
+    interrupt = False
 
     def on_fit_start(self, trainer):
         """After setup and restore, before the first batch."""
@@ -57,6 +61,7 @@ class InterruptHandler(Callback):
     optimizer consistent, so the checkpoint resumes exactly; a second Ctrl-C
     interrupts at once. Outside the main thread signals are left alone.
     """
+    interrupt = True
 
     def __init__(self):
         self.stop_requested = False
@@ -156,12 +161,15 @@ class Checkpointer(Callback):
     """``best`` and ``last`` checkpoints after every epoch, ``last`` on interruption.
 
     Each is a ``.params`` / ``.states`` pair written by
-    :func:`~resattn.training.checkpoint.save_checkpoint`.
+    :func:`~resattn.training.checkpoint.save_checkpoint`. With ``save=False``
+    (the other workers of a job, whose rank 0 writes) it only says where the
+    checkpoint to resume from is.
     """
 
-    def __init__(self, out_dir):
+    def __init__(self, out_dir, save=True):
         self.last = os.path.join(out_dir, "last")
         self.best = os.path.join(out_dir, "best")
+        self.save = save
 
     def _save(self, trainer, prefix):
         meta = dict(trainer.state.state_dict(), config=trainer.config_dict(),
@@ -169,12 +177,14 @@ class Checkpointer(Callback):
         save_checkpoint(prefix, trainer.net, trainer.checkpointable_trainer, meta)
 
     def on_epoch_end(self, trainer, row, improved):
+        if not self.save:
+            return
         if improved:
             self._save(trainer, self.best)
         self._save(trainer, self.last)
 
     def on_interrupt(self, trainer):
-        if trainer.state.batch:  # at an epoch boundary `last` is already this state
+        if self.save and trainer.state.batch:  # at an epoch boundary `last` is this state
             self._save(trainer, self.last)
         print("interrupted: resumable checkpoint at %s.params (epoch %d, batch %d); continue "
               "with --resume" % (self.last, trainer.state.epoch + 1, trainer.state.batch),
@@ -200,4 +210,6 @@ def default_callbacks(out_dir, writer=True, progress=True, extra_config=None):
     if writer:
         callbacks += [RunConfig(out_dir, extra_config), MetricsLogger(out_dir),
                       Checkpointer(out_dir), CurvePlotter(out_dir)]
+    else:
+        callbacks.append(Checkpointer(out_dir, save=False))
     return callbacks

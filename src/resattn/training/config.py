@@ -5,15 +5,29 @@ Importing this module does not import MXNet (the CLI takes its choices from here
 import dataclasses
 import math
 
-__all__ = ["TrainConfig", "NonFiniteLossError", "KVSTORES", "LR_MODES", "OPTIMIZERS", "NONFINITE",
+__all__ = ["TrainConfig", "NonFiniteLossError", "check_kvstore", "KVSTORES", "LR_MODES", "OPTIMIZERS", "NONFINITE",
            "INITS", "DTYPES"]
 
+#: How gradients are aggregated: on one machine ('local', 'device') or across the
+#: workers of a parameter-server job (``dist_*``, under ``resattn launch``).
 KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
+#: Learning-rate decay after warm-up (GluonCV ``LRScheduler`` modes).
 LR_MODES = ("cosine", "step", "linear", "poly", "constant")
+#: 'nag' is Nesterov SGD, the recipe's optimizer.
 OPTIMIZERS = ("nag", "sgd", "adam")
+#: On a NaN/inf loss: stop (keeping the last good checkpoint) or skip the batch.
 NONFINITE = ("stop", "skip")
+#: Parameter initialisation of a fresh run.
 INITS = ("msraprelu", "xavier")
+#: float16 trains with MXNet AMP on a GPU.
 DTYPES = ("float32", "float16")
+
+
+def check_kvstore(name):
+    """``name`` if it is one of :data:`KVSTORES`, else a ValueError listing them."""
+    if name not in KVSTORES:
+        raise ValueError("kvstore must be one of %s, got %r" % (", ".join(KVSTORES), name))
+    return name
 
 
 class NonFiniteLossError(RuntimeError):
@@ -73,6 +87,7 @@ class TrainConfig:
             ("dtype", self.dtype, self.dtype in DTYPES, "one of %s" % (DTYPES,)),
             ("nonfinite", self.nonfinite, self.nonfinite in NONFINITE, "one of %s" % (NONFINITE,)),
         ]
+        check_kvstore(self.kvstore)
         for name, value, ok, allowed in checks:
             if not ok:
                 raise ValueError("%s must be %s, got %r" % (name, allowed, value))

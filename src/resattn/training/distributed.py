@@ -5,7 +5,7 @@ import mxnet as mx
 import numpy as np
 
 from .._compat import settle_trainer
-from .config import KVSTORES
+from .config import check_kvstore
 
 __all__ = ["create_kvstore", "Workers", "make_optimizer"]
 
@@ -14,11 +14,10 @@ def create_kvstore(name):
     """``mx.kv.create(name)`` after checking the name and, for ``dist_*``, the environment.
 
     A ``dist_*`` kvstore connects to the scheduler named by the ``DMLC_*``
-    variables that :mod:`resattn.launch` (or a cluster scheduler) sets; without
+    variables that :mod:`resattn.training.launch` (or a cluster scheduler) sets; without
     them MXNet would fail obscurely or wait forever.
     """
-    if name not in KVSTORES:
-        raise ValueError("kvstore must be one of %s, got %r" % (", ".join(KVSTORES), name))
+    check_kvstore(name)
     if name.startswith("dist"):
         missing = [v for v in ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT",
                                "DMLC_NUM_SERVER", "DMLC_NUM_WORKER") if v not in os.environ]

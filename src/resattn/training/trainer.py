@@ -16,7 +16,7 @@ from mxnet import autograd, gluon
 
 from .callbacks import default_callbacks
 from .checkpoint import load_checkpoint, prepare_run_dir
-from .config import KVSTORES, NonFiniteLossError, TrainConfig
+from .config import NonFiniteLossError, TrainConfig, check_kvstore
 from .distributed import Workers, create_kvstore, make_optimizer
 from .recipe import make_lr_scheduler, mixup_batch, seed_everything, smooth_labels, split_batch
 from .state import TrainState
@@ -95,11 +95,8 @@ class Trainer:
             raise ValueError("--dtype float16 uses MXNet AMP, which needs a GPU; pass --gpus "
                              "(this run is on the CPU)")
         kv = kvstore if kvstore is not None else self.config.kvstore
-        if isinstance(kv, str):
-            if kv not in KVSTORES:
-                raise ValueError("kvstore must be one of %s, got %r" % (", ".join(KVSTORES), kv))
-            if kv.startswith("dist"):
-                kv = create_kvstore(kv)
+        if isinstance(kv, str) and check_kvstore(kv).startswith("dist"):
+            kv = create_kvstore(kv)
         self.kvstore = kv
         self.workers = Workers(kv if isinstance(kv, mx.kvstore.KVStore) else None)
         #: dist_async: the servers run the optimizer, so its state is not checkpointed.
@@ -358,10 +355,15 @@ class Trainer:
         reinit : bool
             See :meth:`setup`.
 
+        A callback that sets ``stop_requested`` ends the run at the next batch
+        boundary (after the callbacks' ``on_interrupt``, so with a resumable
+        checkpoint) and ``fit`` returns the history so far.
+
         Raises
         ------
         KeyboardInterrupt
-            After a requested stop, once the callbacks' ``on_interrupt`` ran.
+            After Ctrl-C (:class:`~resattn.training.callbacks.InterruptHandler`), or
+            when another worker of a synchronous job was interrupted.
         """
         self.setup(len(train_data), restore=resume_from is not None, reinit=reinit)
         if resume_from is not None:
@@ -371,7 +373,8 @@ class Trainer:
                 cb.on_fit_start(self)
             for epoch in range(self.state.epoch, self.config.epochs):
                 if not self.train_epoch(train_data, epoch):
-                    self._interrupt()
+                    self._stop()
+                    break
                 elapsed = time.time() - self._epoch_tic
                 if self.workers.sync:
                     self.workers.average_statistics(self.net)
@@ -381,17 +384,23 @@ class Trainer:
                 improved = self.state.end_epoch(row)
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, row, improved)
+                if not self.workers.sync:
+                    stop = stop or self._stop_requested()
                 if stop and epoch + 1 < self.config.epochs:
-                    self._interrupt()
+                    self._stop()
+                    break
         finally:
             for cb in self.callbacks:
                 cb.on_fit_end(self)
         return self.state.history
 
-    def _interrupt(self):
+    def _stop(self):
+        """End the run where it stands: the callbacks' ``on_interrupt``, then, unless a
+        callback of this worker stopped it on purpose (early stopping), KeyboardInterrupt."""
         for cb in self.callbacks:
             cb.on_interrupt(self)
-        raise KeyboardInterrupt
+        if not any(cb.stop_requested and not cb.interrupt for cb in self.callbacks):
+            raise KeyboardInterrupt
 
 
 def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None, resume=False,
