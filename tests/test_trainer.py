@@ -14,7 +14,8 @@ CFG = dict(epochs=2, batch_size=8, warmup_epochs=0, mixup_alpha=0.0, mixup_off_e
 
 def _net():
     net = nn.HybridSequential()
-    net.add(nn.Conv2D(4, 3, padding=1, in_channels=3), nn.BatchNorm(in_channels=4), nn.Activation("relu"),
+    net.add(nn.Conv2D(4, 3, padding=1, in_channels=3), nn.BatchNorm(in_channels=4),
+            nn.Activation("relu"),
             nn.GlobalAvgPool2D(), nn.Dense(3, in_units=4))
     return net
 

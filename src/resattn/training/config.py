@@ -5,8 +5,8 @@ Importing this module does not import MXNet (the CLI takes its choices from here
 import dataclasses
 import math
 
-__all__ = ["TrainConfig", "NonFiniteLossError", "check_kvstore", "KVSTORES", "LR_MODES", "OPTIMIZERS", "NONFINITE",
-           "INITS", "DTYPES"]
+__all__ = ["TrainConfig", "NonFiniteLossError", "check_kvstore", "KVSTORES", "LR_MODES",
+           "OPTIMIZERS", "NONFINITE", "INITS", "DTYPES"]
 
 #: How gradients are aggregated: on one machine ('local', 'device') or across the
 #: workers of a parameter-server job (``dist_*``, under ``resattn launch``).
