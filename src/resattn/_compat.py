@@ -116,3 +116,27 @@ def onnx_graph():
     """MXNet's ``MXNetGraph`` ONNX exporter class."""
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     return MXNetGraph
+
+
+def named_children(block):
+    """``[(name, child)]`` of a block's registered children, in registration order."""
+    return list(block._children.items())
+
+
+def set_child(parent, name, child):
+    """Replace the registered child ``name`` of ``parent`` by ``child``.
+
+    Gluon keeps children in ``Block._children`` and, for attribute children, in
+    the attribute as well; both are updated, so ``hybrid_forward`` code that calls
+    ``self.<name>(x)`` and sequential containers that iterate their children run
+    the new block.
+    """
+    if name not in parent._children:
+        raise KeyError(name)
+    old = parent._children[name]
+    parent._children[name] = child
+    for attr, value in list(vars(parent).items()):
+        if value is old and attr != "_children":
+            object.__setattr__(parent, attr, child)
+    if hasattr(parent, "_clear_cached_op"):
+        parent._clear_cached_op()

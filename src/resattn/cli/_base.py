@@ -29,7 +29,7 @@ COMMANDS = {}
 
 #: Modules that register the subcommands with :func:`command` when imported, in that order.
 COMMAND_MODULES = tuple("resattn.cli." + name for name in (
-    "models", "convert", "train", "eval", "masks", "launch", "deploy"))
+    "models", "convert", "train", "eval", "masks", "launch", "deploy", "gluoncv"))
 
 #: Exceptions that are the user's to fix: one line ``resattn CMD: error: ...``, exit 2.
 USER_ERRORS = (ValueError, FileNotFoundError, ImportError)

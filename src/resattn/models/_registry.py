@@ -13,7 +13,8 @@ import types
 
 from .._stats import IMAGENET
 
-__all__ = ["ModelSpec", "register_model", "get_spec", "list_models"]
+__all__ = ["ModelSpec", "register_model", "register_alias", "get_spec", "resolve",
+           "list_models", "list_aliases"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +70,8 @@ class ModelSpec:
 
 
 _REGISTRY = {}
+#: alias -> (registered name, builder keyword arguments the alias implies, weight-file source).
+_ALIASES = {}
 
 
 def _with_zoo():
@@ -122,10 +125,54 @@ def list_models():
     return list(_with_zoo())
 
 
+def register_alias(alias, target, source=None, **kwargs):
+    """Let ``alias`` build the registered model ``target`` with ``kwargs``.
+
+    For other implementations' names: GluonCV's ``cifar_residualattentionnet56``
+    is ``attention56_cifar`` with ``variant='gluoncv'``, and its weight files
+    (``source='gluoncv'``) load without conversion flags.
+    """
+    if alias in _with_zoo() or alias in _ALIASES:
+        raise ValueError("model %r is already registered" % alias)
+    get_spec(target)
+    _ALIASES[alias] = (target, dict(kwargs), source)
+
+
+def list_aliases():
+    """``{alias: registered name}`` of every alias."""
+    _with_zoo()
+    return {alias: target for alias, (target, _, _) in _ALIASES.items()}
+
+
+def _unknown(name):
+    names = list(_REGISTRY) + list(_ALIASES)
+    close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+    hint = ""
+    if close:
+        hint = "did you mean %s? " % ", ".join(
+            repr(c) + (" (%s)" % _ALIASES[c][0] if c in _ALIASES else "") for c in close)
+    return ValueError("unknown model %r; %savailable: %s" % (name, hint, ", ".join(_REGISTRY)))
+
+
+def resolve(name):
+    """``(spec, kwargs, source)`` of a registered name or an alias.
+
+    ``kwargs`` are the builder arguments the alias implies (none for a
+    registered name), ``source`` the naming scheme of its weight files
+    (None: resattn's own).
+    """
+    if name in _with_zoo():
+        return _REGISTRY[name], {}, None
+    if name in _ALIASES:
+        target, kwargs, source = _ALIASES[name]
+        spec = _REGISTRY[target]
+        if "variant" in kwargs:
+            spec = dataclasses.replace(spec, variant=kwargs["variant"])
+        return spec, dict(kwargs), source
+    raise _unknown(name)
+
+
 def get_spec(name):
-    """The :class:`ModelSpec` of ``name``; ValueError with close names if unknown."""
-    if name not in _with_zoo():
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3, cutoff=0.5)
-        hint = ("did you mean %s? " % ", ".join(map(repr, close))) if close else ""
-        raise ValueError("unknown model %r; %savailable: %s" % (name, hint, ", ".join(_REGISTRY)))
-    return _REGISTRY[name]
+    """The :class:`ModelSpec` of ``name`` (or of the model an alias names);
+    ValueError with close names if unknown."""
+    return resolve(name)[0]

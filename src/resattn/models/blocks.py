@@ -28,8 +28,11 @@ def _check_choice(name, value, choices):
         raise ValueError("%s must be one of %s, got %r" % (name, ", ".join(map(repr, choices)), value))
 
 
-def _norm(norm_layer, norm_kwargs):
-    return norm_layer(**({} if norm_kwargs is None else dict(norm_kwargs)))
+def _norm(norm_layer, norm_kwargs, zero_gamma=False):
+    kwargs = {} if norm_kwargs is None else dict(norm_kwargs)
+    if zero_gamma:
+        kwargs["gamma_initializer"] = "zeros"
+    return norm_layer(**kwargs)
 
 
 # MXNet's CPU BilinearResize2D is a scalar loop (~20x slower than the oneDNN
@@ -80,7 +83,7 @@ class _PreActBottleneck(HybridBlock):
     """Pre-activation bottleneck shared by :class:`ResidualUnit` and :class:`ResNeXtUnit`."""
 
     def __init__(self, channels, stride, in_channels, width, groups,
-                 norm_layer, norm_kwargs, **kwargs):
+                 norm_layer, norm_kwargs, last_gamma=False, **kwargs):
         super().__init__(**kwargs)
         self.channels = channels
         self.stride = stride
@@ -92,7 +95,9 @@ class _PreActBottleneck(HybridBlock):
             self.bn2 = _norm(norm_layer, norm_kwargs)
             self.conv2 = nn.Conv2D(width, 3, stride, 1, groups=groups, use_bias=False,
                                    in_channels=width)
-            self.bn3 = _norm(norm_layer, norm_kwargs)
+            # last_gamma: the residual branch starts at zero (Goyal et al. 2017), as
+            # GluonCV's `last_gamma=True`.
+            self.bn3 = _norm(norm_layer, norm_kwargs, zero_gamma=last_gamma)
             self.conv3 = nn.Conv2D(channels, 1, use_bias=False, in_channels=width)
             if self.has_projection:
                 self.proj = nn.Conv2D(channels, 1, stride, use_bias=False,
@@ -127,6 +132,9 @@ class ResidualUnit(_PreActBottleneck):
         Normalisation layer, e.g. ``mxnet.gluon.contrib.nn.SyncBatchNorm``.
     norm_kwargs : dict, optional
         Keyword arguments for ``norm_layer`` (``{'num_devices': 4}``).
+    last_gamma : bool, default False
+        Initialise the scale of the last BatchNorm to zero, so that the
+        residual branch starts at zero (GluonCV's ``last_gamma``). Same parameters.
 
     Examples
     --------
@@ -138,7 +146,7 @@ class ResidualUnit(_PreActBottleneck):
     """
 
     def __init__(self, channels, stride=1, in_channels=0, norm_layer=BatchNorm,
-                 norm_kwargs=None, **kwargs):
+                 norm_kwargs=None, last_gamma=False, **kwargs):
         _check_int("channels", channels, 4)
         if channels % 4:
             raise ValueError("channels must be a multiple of 4 (bottleneck width channels/4), "
@@ -146,7 +154,7 @@ class ResidualUnit(_PreActBottleneck):
         _check_int("stride", stride, 1)
         _check_int("in_channels", in_channels, 0, "0 means equal to channels")
         super().__init__(channels, stride, in_channels, channels // 4, 1,
-                         norm_layer, norm_kwargs, **kwargs)
+                         norm_layer, norm_kwargs, last_gamma, **kwargs)
 
 
 class ResNeXtUnit(_PreActBottleneck):
@@ -164,7 +172,7 @@ class ResNeXtUnit(_PreActBottleneck):
         Stride of the grouped 3x3 convolution.
     in_channels : int, default 0
         Input channels; 0 means equal to ``channels``.
-    norm_layer, norm_kwargs
+    norm_layer, norm_kwargs, last_gamma
         As for :class:`ResidualUnit`.
     cardinality : int, default 32
         Number of groups of the 3x3 convolution.
@@ -174,7 +182,8 @@ class ResNeXtUnit(_PreActBottleneck):
     """
 
     def __init__(self, channels, stride=1, in_channels=0, norm_layer=BatchNorm,
-                 norm_kwargs=None, cardinality=32, width_ratio=0.5, **kwargs):
+                 norm_kwargs=None, last_gamma=False, cardinality=32, width_ratio=0.5,
+                 **kwargs):
         _check_int("channels", channels, 1)
         _check_int("stride", stride, 1)
         _check_int("in_channels", in_channels, 0, "0 means equal to channels")
@@ -185,7 +194,7 @@ class ResNeXtUnit(_PreActBottleneck):
                              "positive multiple of cardinality=%d (channels=%d, width_ratio=%r)"
                              % (width, cardinality, channels, width_ratio))
         super().__init__(channels, stride, in_channels, width, cardinality,
-                         norm_layer, norm_kwargs, **kwargs)
+                         norm_layer, norm_kwargs, last_gamma, **kwargs)
 
 
 class AttentionModule(HybridBlock):

@@ -8,15 +8,16 @@ spec bound (:func:`resattn.models.register_model`), so
 are the same thing.
 """
 import functools
+import inspect
 import os
 
 from .. import _stats
-from ..io import load_parameters, sha1_file
-from ._registry import get_spec, list_models, register_model
+from ..io import load_parameters, read_params, sha1_file
+from ._registry import get_spec, list_models, register_alias, register_model, resolve
 from .blocks import ResNeXtUnit, ResidualUnit
 from .network import ResidualAttentionNet
 
-__all__ = ["MODEL_SPECS", "get_model", "get_model_list", "get_model_spec", "register_model",
+__all__ = ["MODEL_SPECS", "GLUONCV_ALIASES", "get_model", "get_model_list", "get_model_spec", "register_model",
            "model_config", "load_pretrained", "short_hash"]
 
 _IMAGENET = dict(stem="imagenet", stem_channels=64, widths=(256, 512, 1024, 2048),
@@ -109,8 +110,24 @@ def _scale(width, mult, multiple):
     return max(multiple, int(round(width * mult / multiple)) * multiple)
 
 
-def _build(arch, width_mult=1.0, **kwargs):
-    """:class:`ResidualAttentionNet` of a spec's architecture, widths scaled by ``width_mult``."""
+#: Keyword arguments of every zoo builder besides :class:`ResidualAttentionNet`'s own.
+_BUILDER_KEYS = ("width_mult", "last_gamma", "prefix", "params")
+
+
+def _accepted():
+    params = inspect.signature(ResidualAttentionNet.__init__).parameters
+    return sorted(set(params) - {"self", "kwargs"} | set(_BUILDER_KEYS))
+
+
+def _build(arch, width_mult=1.0, last_gamma=False, **kwargs):
+    """:class:`ResidualAttentionNet` of a spec's architecture, widths scaled by ``width_mult``;
+    ``last_gamma`` zero-initialises the last BatchNorm of every residual unit."""
+    unknown = sorted(set(kwargs) - set(_accepted()))
+    if unknown:
+        raise ValueError("unknown keyword argument%s %s; a zoo model accepts: %s, and "
+                         "get_model's pretrained, ctx, root"
+                         % ("s" if len(unknown) > 1 else "", ", ".join(unknown),
+                            ", ".join(_accepted())))
     spec = dict(arch)
     resnext = spec.pop("unit", "residual") == "resnext"
     net_kw = dict(spec)
@@ -126,6 +143,8 @@ def _build(arch, width_mult=1.0, **kwargs):
         net_kw["stem_channels"] = _scale(spec["stem_channels"], width_mult, 1)
         if resnext:
             net_kw["unit"] = functools.partial(ResNeXtUnit, cardinality=cardinality)
+    if last_gamma:
+        net_kw["unit"] = functools.partial(net_kw["unit"], last_gamma=True)
     net_kw.update(kwargs)
     return ResidualAttentionNet(**net_kw)
 
@@ -142,11 +161,13 @@ def short_hash(name):
     return sha1[:8]
 
 
-def load_pretrained(net, name, pretrained, ctx=None, root=None):
+def load_pretrained(net, name, pretrained, ctx=None, root=None, source=None):
     """Load weights into ``net``: ``True`` for the published file, or a path.
 
     ``True`` looks for ``{root}/{name}-{sha1[:8]}.params`` and checks its
     SHA-1; where no file was published for ``name``, a ValueError says so.
+    A path with ``source`` (an alias's naming scheme, e.g. ``'gluoncv'``) is
+    read as that implementation's file unless it holds resattn's own names.
     """
     if pretrained is True:
         expected = get_spec(name).weights
@@ -167,7 +188,11 @@ def load_pretrained(net, name, pretrained, ctx=None, root=None):
     else:
         raise ValueError("pretrained must be False, True or a path to a .params file, got %r"
                          % (pretrained,))
-    load_parameters(net, path, ctx=ctx)
+    if source is not None and "output.weight" not in read_params(path):
+        from .convert import load_params
+        load_params(net, path, source, ctx=ctx)
+    else:
+        load_parameters(net, path, ctx=ctx)
     return path
 
 
@@ -196,9 +221,10 @@ def get_model(name, pretrained=False, ctx=None, root=None, **kwargs):
     >>> net.output
     Dense(1024 -> 100, linear)
     """
-    net = get_spec(name).builder(**kwargs)
+    spec, implied, source = resolve(name)
+    net = spec.builder(**dict(implied, **kwargs))
     if pretrained is not False and pretrained is not None:
-        load_pretrained(net, name, pretrained, ctx=ctx, root=root)
+        load_pretrained(net, spec.name, pretrained, ctx=ctx, root=root, source=source)
     return net
 
 
@@ -225,3 +251,16 @@ for _name, _entry in MODEL_SPECS.items():
     globals()[_name] = _make_builder(_name, _entry)
     __all__.append(_name)
 del _name, _entry
+
+
+#: GluonCV 0.10's names of the same networks: each builds the resattn model with GluonCV's
+#: mask wiring, and a GluonCV parameter file loads into it as it is (``pretrained=PATH``).
+#: GluonCV's Attention-452 (one post-processing unit after two pre-processing ones) has no
+#: resattn counterpart, so it has no alias.
+GLUONCV_ALIASES = {"cifar_residualattentionnet56": "attention56_cifar",
+                   "cifar_residualattentionnet92": "attention92_cifar"}
+GLUONCV_ALIASES.update(("residualattentionnet%d" % d, "attention%d" % d)
+                       for d in (56, 92, 128, 164, 200, 236))
+for _alias, _target in GLUONCV_ALIASES.items():
+    register_alias(_alias, _target, source="gluoncv", variant="gluoncv")
+del _alias, _target
