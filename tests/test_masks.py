@@ -418,3 +418,173 @@ def test_plot_masks_reduced_maps(tmp_path):
     assert (tmp_path / "m.png").exists()
     with pytest.raises(ValueError, match=r"\(1, 4, 4\)"):
         plot_masks(np.zeros((8, 8, 3)), maps, tmp_path / "m.png", reduce="mean")
+
+
+# ----------------------------------------------------------------------------- any network
+def _gluoncv():
+    from resattn._compat import import_gluoncv
+    try:
+        return import_gluoncv()
+    except ImportError as err:  # pragma: no cover
+        pytest.skip("GluonCV is not installed: %s" % err)
+
+
+def _states(net):
+    from resattn._compat import has_cached_graph, is_hybridized
+    from resattn.models.backbone import walk_blocks
+    return [(path, is_hybridized(b), has_cached_graph(b)) for path, b in walk_blocks(net)
+            if isinstance(b, nn.HybridBlock)]
+
+
+def _pair():
+    """Two attention modules in one HybridSequential."""
+    seq = nn.HybridSequential()
+    seq.add(resattn.AttentionModule(8, stage=3), resattn.AttentionModule(8, stage=4))
+    return seq
+
+
+def _custom():
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(8, 3, padding=1), nn.BatchNorm(), _pair(),
+            nn.Conv2D(16, 3, strides=2, padding=1), nn.GlobalAvgPool2D(), nn.Dense(4))
+    resattn.models.add_attention(net, ["3"], 32)
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros((1, 3, 16, 16)))
+    randomize_batchnorm(net)
+    return net
+
+
+def test_capture_anywhere_names_by_path_and_matches_the_modules():
+    net = _custom()
+    x = _x(2, 19, 23)
+    logits, masks = capture(net, x)
+    assert [(m.name, m.stage, m.index) for m in masks] == [("2.0", 1, 1), ("2.1", 1, 2),
+                                                           ("3.1", 2, 1)]
+    np.testing.assert_allclose(logits, net(x).asnumpy(), rtol=1e-5, atol=1e-6)
+    # Each mask is the module's own, on the output of what precedes it.
+    with autograd.pause(train_mode=False):
+        h = net[1](net[0](x))
+        _, m0 = net[2][0].attend(mx.nd, h)
+        _, m1 = net[2][1].attend(mx.nd, net[2][0](h))
+        _, m2 = net[3][1].attend(mx.nd, net[3][0](net[2](h)))
+    for mask, ref in zip(masks, (m0, m1, m2)):
+        assert mask.array.dtype == np.float32
+        np.testing.assert_allclose(mask.array, ref.asnumpy(), rtol=1e-5, atol=1e-6)
+    assert [m.array.shape for m in masks] == [(2, 8, 19, 23)] * 2 + [(2, 16, 10, 12)]
+    # The modules are as they were.
+    for module in (net[2][0], net[2][1], net[3][1]):
+        assert "hybrid_forward" not in module.__dict__
+
+
+def test_capture_anywhere_is_inference_mode_and_keeps_hybridization():
+    net = _custom()
+    net[2].hybridize()
+    x = _x(2, 16, 16)
+    net(x)
+    before = _states(net)
+    assert ("2", True, True) in before and ("", False, False) in before
+    stats = net[1].running_mean.data().asnumpy().copy()
+    ref_logits, ref = capture(net, x)
+    with autograd.record(train_mode=True):
+        logits, masks = capture(net, x, hybridize=True)
+    assert _states(net) == before
+    np.testing.assert_array_equal(net[1].running_mean.data().asnumpy(), stats)
+    np.testing.assert_allclose(logits, ref_logits, rtol=1e-6)
+    for a, b in zip(masks, ref):
+        np.testing.assert_allclose(a.array, b.array, rtol=1e-6)
+    # A failing forward restores everything as well.
+    with pytest.raises(mx.base.MXNetError):
+        capture(net, _x(1, 8, 8)[:, :2])
+    assert _states(net) == before and "hybrid_forward" not in net[2][0].__dict__
+
+
+def test_capture_anywhere_repeated_module_and_score_by_stage():
+    class Twice(nn.HybridBlock):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2D(8, 3, padding=1)
+            self.att = resattn.AttentionModule(8, stage=3)
+            self.out = nn.Dense(3)
+
+        def hybrid_forward(self, F, x):
+            return self.out(self.att(self.att(self.stem(x))))
+
+    net = Twice()
+    net.initialize()
+    x = _x(2, 16, 16)
+    logits, masks = capture(net, x)
+    assert [(m.name, m.stage, m.index) for m in masks] == [("att", 1, 1), ("att#2", 1, 1)]
+    np.testing.assert_allclose(logits, net(x).asnumpy(), rtol=1e-5, atol=1e-6)
+    boxes = np.array([[2, 2, 10, 10], [0, 4, 8, 16]])
+    assert list(score_by_stage(net, x, boxes)) == ["stage1"]
+    assert list(score_by_stage(net, x, boxes, by="module")) == ["att", "att#2"]
+
+
+def test_capture_extra_modules_in_a_residual_attention_net():
+    # Still the layout (a module at the top level of the stem's sequence): stage names.
+    net = _tiny((1, 1, 1))
+    resattn.models.add_attention(net, ["features.0"], 16)
+    net(mx.nd.zeros((1, 3, 16, 16)))
+    _, masks = capture(net, _x(1, 16, 16))
+    assert [m.name for m in masks] == ["stage0.module1", "stage1.module1", "stage2.module1",
+                                       "stage3.module1"]
+    # A module deeper down: every mask is named by its path.
+    net = _tiny((1, 1, 1))
+    resattn.models.add_attention(net, ["features.2.0"], 16)
+    net(mx.nd.zeros((1, 3, 16, 16)))
+    x = _x(1, 16, 16)
+    logits, masks = capture(net, x)
+    assert [(m.name, m.stage, m.index) for m in masks] == [
+        ("features.1.1", 1, 1), ("features.2.0.1", 2, 1), ("features.2.1", 3, 1),
+        ("features.3.1", 4, 1)]
+    np.testing.assert_allclose(logits, net(x).asnumpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="outside the ResidualAttentionNet layout.*: "
+                                         "features.2.0.1; capture"):
+        MaskNet(net)
+    with pytest.raises(ValueError, match="features.2.0.1"):
+        class_channels(net, x, 0, top_k=2)
+
+
+def test_capture_on_gluoncv_resnet_with_added_attention():
+    gcv = _gluoncv()
+    net = gcv.model_zoo.get_model("resnet18_v1b", classes=10)
+    net.initialize(mx.init.Xavier())
+    inserted = resattn.models.add_attention(net, ["layer2", "layer3"], (117, 131))
+    net.hybridize()
+    x = _x(2, 117, 131)
+    shapes = {}
+    handles = [child.register_forward_hook(
+        lambda b, i, o, path=path: shapes.setdefault(path, o.shape))
+        for path, child in (("layer2.1", net.layer2[0]), ("layer3.1", net.layer3[0]))]
+    net.hybridize(False)
+    net(x)
+    for handle in handles:
+        handle.detach()
+    net.hybridize()
+    y = net(x).asnumpy()
+    before = _states(net)
+    logits, masks = capture(net, x)
+    assert [m.name for m in masks] == [p for p, _ in inserted] == ["layer2.1", "layer3.1"]
+    assert [(m.stage, m.index) for m in masks] == [(1, 1), (2, 1)]
+    assert [m.array.shape for m in masks] == [shapes["layer2.1"], shapes["layer3.1"]] \
+        == [(2, 128, 15, 17), (2, 256, 8, 9)]
+    np.testing.assert_allclose(logits, y, rtol=1e-4, atol=1e-4)
+    assert _states(net) == before and before[0] == ("", True, True)
+    np.testing.assert_array_equal(net(x).asnumpy(), y)
+
+
+def test_capture_on_another_features_output_network_names_masks_by_path():
+    # GluonCV's CIFAR ResNet has a features/output layout too, but it is not a
+    # ResidualAttentionNet: its masks are named by their paths, hybridized or not.
+    net = _gluoncv().model_zoo.get_model("cifar_resnet20_v2", classes=10)
+    resattn.models.add_attention(net, ["features.2", "features.4"], 32)
+    net.initialize()
+    x = _x(1, 32, 32)
+    y = net(x).asnumpy()
+    for hybridize in (False, True):
+        if hybridize:
+            net.hybridize()
+        logits, masks = capture(net, x)
+        assert [m.name for m in masks] == ["features.2.1", "features.4.1"]
+        assert [m.array.shape for m in masks] == [(1, 16, 32, 32), (1, 64, 8, 8)]
+        np.testing.assert_allclose(logits, y, rtol=1e-4, atol=1e-5)

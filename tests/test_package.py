@@ -160,6 +160,25 @@ def test_compat_batchnorm_and_dropout_flags():
         assert np.array_equal(net[2](x).asnumpy(), x.asnumpy())
 
 
+def test_compat_set_active_keeps_the_cached_graph():
+    net = _small()
+    net.hybridize()
+    net(mx.nd.zeros((1, 1, 2, 2)))
+    assert _compat.set_active(net, False) is True and not _compat.is_hybridized(net)
+    assert _compat.has_cached_graph(net)
+    assert _compat.set_active(net, True) is False and _compat.is_hybridized(net)
+
+
+def test_compat_named_children_and_set_child():
+    net = _small()
+    assert [name for name, _ in _compat.named_children(net)] == ["0", "1", "2"]
+    new = nn.Dropout(0.1)
+    _compat.set_child(net, "2", new)
+    assert net[2] is new
+    with pytest.raises(KeyError):
+        _compat.set_child(net, "9", new)
+
+
 def test_compat_settle_trainer_puts_parameters_on_the_kvstore():
     net = _small()
     trainer = mx.gluon.Trainer(net.collect_params(), "sgd", kvstore="local")

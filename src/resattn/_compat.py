@@ -140,3 +140,11 @@ def set_child(parent, name, child):
             object.__setattr__(parent, attr, child)
     if hasattr(parent, "_clear_cached_op"):
         parent._clear_cached_op()
+
+
+def set_active(block, active):
+    """Turn ``block``'s own hybridization on or off, keeping its flags and cached graph
+    (:func:`set_hybridized` drops the graph); returns the previous state."""
+    old = bool(getattr(block, "_active", False))
+    block._active = bool(active)
+    return old

@@ -5,9 +5,13 @@ Each attention module outputs ``(1 + M(x)) * T(x)`` (Eq. 3); the soft mask
 masks: a low-level one diminishing the blue sky around a balloon, a
 high-level one highlighting the balloon. This module reads them out without
 changing the network:
-:func:`capture` runs a wrapper, :class:`MaskNet`, that walks the network's
-``features`` calling :meth:`AttentionModule.attend` where the normal forward
-calls the module, so the network itself has no extra outputs.
+:func:`capture` runs a wrapper, :class:`MaskNet`, that walks a
+ResidualAttentionNet's ``features`` calling :meth:`AttentionModule.attend`
+where the normal forward calls the module, so the network itself has no
+extra outputs (masks named ``'stage{s}.module{k}'``). Any other network that
+contains attention modules (e.g. after :func:`resattn.models.add_attention`)
+runs its own forward once, imperatively, with each module recording its
+mask; masks are then named by the module's path in the network.
 
 Examples
 --------

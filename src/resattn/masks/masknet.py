@@ -1,4 +1,15 @@
-"""Capture of the soft masks: :class:`MaskNet` and :func:`capture`."""
+"""Capture of the soft masks: :class:`MaskNet` and :func:`capture`.
+
+Two layouts are handled. A network laid out as :class:`ResidualAttentionNet`
+(a ``features`` HybridSequential and an ``output`` block, every attention
+module at the top level of a HybridSequential in ``features`` and none
+elsewhere) runs through :class:`MaskNet`, hybridized or not, and its masks
+are named ``'stage{s}.module{k}'``, ``s`` the index in ``features``. Any
+other network with attention modules anywhere (e.g. a GluonCV ResNet after
+:func:`resattn.models.add_attention`) runs its own forward code
+imperatively, each module recording its mask, and the masks are named by
+the module's path in the network (``'layer2.1'``).
+"""
 from collections import namedtuple
 
 import mxnet as mx
@@ -6,15 +17,21 @@ import numpy as np
 from mxnet import autograd
 from mxnet.gluon import HybridBlock, nn
 
-from .._compat import is_hybridized, set_hybridized
+from .._compat import is_hybridized, named_children, set_hybridized
+from ..models.backbone import imperative
 from ..models.blocks import AttentionModule
 
 __all__ = ["Mask", "Capture", "MaskNet", "capture"]
 
-#: One module's soft mask: ``name`` ``'stage{s}.module{k}'``, the network's
-#: attention ``stage`` s (1..3, not :attr:`AttentionModule.stage`), ``index``
-#: k (from 1 within the stage) and ``array``, a float32 numpy array
-#: ``(N, C, H, W)`` (or ``(N, H, W)`` once reduced by :func:`reduce_masks`).
+#: One module's soft mask: ``name``, ``stage``, ``index`` and ``array``, a
+#: float32 numpy array ``(N, C, H, W)`` (or ``(N, H, W)`` once reduced by
+#: :func:`reduce_masks`). In a ResidualAttentionNet layout ``name`` is
+#: ``'stage{s}.module{k}'`` with the network's attention stage s (1..3, not
+#: :attr:`AttentionModule.stage`) and k from 1 within the stage; elsewhere
+#: ``name`` is the module's dotted path (``'layer2.1'``), ``stage`` numbers
+#: the modules' distinct parent blocks from 1 in the order they run and
+#: ``index`` the modules from 1 within their parent (1 after
+#: :func:`~resattn.models.add_attention`, one module per parent).
 Mask = namedtuple("Mask", "name stage index array")
 #: Result of :func:`capture`: ``logits`` (N, classes) and ``masks``, a list of
 #: :class:`Mask` in network order.
@@ -22,8 +39,40 @@ Capture = namedtuple("Capture", "logits masks")
 _CACHE_ATTR = "_resattn_mask_net"
 
 
+def _modules_anywhere(net):
+    """``[(path, module)]`` of every AttentionModule in ``net``, depth first, each once."""
+    found, seen = [], set()
+
+    def walk(block, path):
+        for name, child in named_children(block):
+            sub = "%s.%s" % (path, name) if path else name
+            if isinstance(child, AttentionModule):
+                if id(child) not in seen:
+                    seen.add(id(child))
+                    found.append((sub, child))
+            else:
+                walk(child, sub)
+
+    walk(net, "")
+    return found
+
+
+def _has_layout(net):
+    """Whether ``net`` is a ResidualAttentionNet laid out as built (masks 'stage{s}.module{k}');
+    any other network's masks are named by their paths."""
+    from ..models.network import ResidualAttentionNet
+    if not isinstance(net, ResidualAttentionNet):
+        return False
+    try:
+        _attention_modules(net)
+    except ValueError:
+        return False
+    return True
+
+
 def _attention_modules(net):
-    """``[(name, stage, index, module)]`` of the attention modules, or a ValueError."""
+    """``[(name, stage, index, module)]`` of the attention modules of a network laid out as
+    ResidualAttentionNet, or a ValueError (also if it has modules elsewhere)."""
     features = getattr(net, "features", None)
     if not isinstance(net, HybridBlock) or not isinstance(features, nn.HybridSequential) \
             or not isinstance(getattr(net, "output", None), HybridBlock):
@@ -39,6 +88,13 @@ def _attention_modules(net):
     if not found:
         raise ValueError("%s has no AttentionModule at the top level of a HybridSequential in "
                          "its `features`; nothing to capture" % type(net).__name__)
+    inside = {id(m) for _, _, _, m in found}
+    outside = [path for path, m in _modules_anywhere(net) if id(m) not in inside]
+    if outside:
+        raise ValueError("%s has attention modules outside the ResidualAttentionNet layout "
+                         "(not at the top level of a HybridSequential in `features`): %s; "
+                         "capture() names such networks' masks by path"
+                         % (type(net).__name__, ", ".join(outside)))
     return found
 
 
@@ -70,7 +126,9 @@ class MaskNet(HybridBlock):
     ----------
     net : ResidualAttentionNet
         Or any HybridBlock with ``features`` and ``output`` whose attention
-        modules sit at the top level of a HybridSequential in ``features``.
+        modules all sit at the top level of a HybridSequential in ``features``
+        (a ValueError names any module elsewhere; :func:`capture` handles
+        such networks without :class:`MaskNet`).
     """
 
     def __init__(self, net, **kwargs):
@@ -122,36 +180,99 @@ def _as_input(net, x):
     return arr
 
 
+def _to_numpy(out):
+    if isinstance(out, mx.nd.NDArray):
+        return out.asnumpy()
+    if isinstance(out, (list, tuple)):
+        return tuple(_to_numpy(o) for o in out)
+    return out
+
+
+def _capture_anywhere(net, x, modules):
+    """Run ``net``'s own forward imperatively, each module recording its mask."""
+    calls = []
+    patched = []
+
+    def recording(path, module):
+        def hybrid_forward(F, h, *args, **kwargs):
+            out, mask = module.attend(F, h)
+            calls.append((path, mask))
+            return out
+        return hybrid_forward
+
+    try:
+        for path, module in modules:
+            patched.append((module, module.__dict__.get("hybrid_forward")))
+            # An instance attribute shadows the class's method; not Block.__setattr__.
+            object.__setattr__(module, "hybrid_forward", recording(path, module))
+        with imperative(net), autograd.pause(train_mode=False):
+            out = net(x)
+    finally:
+        for module, saved in patched:
+            if saved is None:
+                module.__dict__.pop("hybrid_forward", None)
+            else:
+                object.__setattr__(module, "hybrid_forward", saved)
+    if not calls:
+        raise ValueError("none of the attention modules of %s ran in its forward pass (%s)"
+                         % (type(net).__name__, ", ".join(p for p, _ in modules)))
+    masks, runs, parents, members = [], {}, {}, {}
+    for path, mask in calls:
+        runs[path] = runs.get(path, 0) + 1
+        parent = path.rpartition(".")[0]
+        stage = parents.setdefault(parent, len(parents) + 1)
+        index = members.setdefault(parent, {}).setdefault(path, len(members[parent]) + 1)
+        name = path if runs[path] == 1 else "%s#%d" % (path, runs[path])
+        masks.append(Mask(name, stage, index, mask.asnumpy()))
+    return Capture(_to_numpy(out), masks)
+
+
 def capture(net, x, hybridize=None):
     """Run ``net`` on ``x`` in inference mode and return its logits and soft masks.
 
     Nothing is recorded for autograd and BatchNorm uses its running
-    statistics, whatever the caller's autograd scope. The wrapper
-    (:class:`MaskNet`) is built once per network and cached on it.
+    statistics, whatever the caller's autograd scope. A network laid out as
+    ResidualAttentionNet runs through :class:`MaskNet`, built once per network
+    and cached on it. Any other network with attention modules anywhere runs
+    its own forward code imperatively (its hybridized blocks are switched to
+    imperative for the call, keeping their cached graphs, and switched back)
+    while each module records its mask.
 
     Parameters
     ----------
-    net : ResidualAttentionNet
-        An initialised network (see :class:`MaskNet` for other networks).
+    net : mxnet.gluon.Block
+        An initialised network with :class:`AttentionModule` s: a
+        ResidualAttentionNet, or e.g. a GluonCV ResNet after
+        :func:`resattn.models.add_attention`.
     x : NDArray or array_like
         Input batch ``(N, 3, H, W)``; numpy arrays go to the parameters' context.
     hybridize : bool, optional
-        Run the wrapper as one cached graph (fast for repeated captures) or
-        imperatively; by default as ``net`` itself is. Both give the same masks.
+        ResidualAttentionNet layout only: run the wrapper as one cached graph
+        (fast for repeated captures) or imperatively; by default as ``net``
+        itself is. Both give the same masks. Other networks always run
+        imperatively, whatever ``hybridize`` says.
 
     Returns
     -------
     Capture
         ``(logits, masks)``: ``logits`` a float32 array (N, classes), equal to
-        ``net(x)``; ``masks`` a list of :class:`Mask` in network order, each
-        ``array`` the soft mask ``M`` (N, C, H, W) of one module.
+        ``net(x)`` (a tuple of arrays if ``net`` has several outputs);
+        ``masks`` a list of :class:`Mask` in network order, each ``array`` the
+        soft mask ``M`` (N, C, H, W) of one module, shaped as its input. The
+        names are ``'stage{s}.module{k}'`` in a ResidualAttentionNet layout,
+        else the modules' paths (``'layer2.1'``; ``'#2'`` is appended for a
+        module's second run in one forward pass, and so on).
 
     Raises
     ------
     ValueError
-        If ``net`` has no attention modules where :class:`MaskNet` looks, or
-        ``x`` is not 4-dimensional.
+        If ``net`` has no attention module, or ``x`` is not 4-dimensional.
     """
+    modules = _modules_anywhere(net)
+    if not modules:
+        raise ValueError("%s has no AttentionModule; nothing to capture" % type(net).__name__)
+    if not _has_layout(net):
+        return _capture_anywhere(net, _as_input(net, x), modules)
     wrapper = _mask_net(net)
     active = is_hybridized(net) if hybridize is None else bool(hybridize)
     if is_hybridized(wrapper) != active:
@@ -161,5 +282,3 @@ def capture(net, x, hybridize=None):
         out = wrapper(x)
     masks = [Mask(name, s, k, m.asnumpy()) for (name, s, k), m in zip(wrapper.layout, out[1:])]
     return Capture(out[0].asnumpy(), masks)
-
-

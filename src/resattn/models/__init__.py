@@ -8,15 +8,19 @@
 - :mod:`resattn.models.zoo`: the spec table (Attention-56 ... 452, AttentionNeXt-56, the CIFAR
   networks) and :func:`get_model`;
 - :mod:`resattn.models.complexity`: parameters and multiply-accumulates from the symbolic graph;
-- :mod:`resattn.models.convert`: weights of GluonCV, the PyTorch reference and the seed.
+- :mod:`resattn.models.convert`: weights of GluonCV, the PyTorch reference and the seed;
+- :mod:`resattn.models.backbone`: :func:`add_attention`, attention modules in any Gluon
+  network (a GluonCV ResNet, say).
 """
 from .._lazy import attach
 
 __getattr__, __dir__, __all__ = attach(__name__, {
-    "._registry": ["ModelSpec", "register_model", "get_spec", "list_models"],
+    "._registry": ["ModelSpec", "register_model", "register_alias", "get_spec", "resolve",
+                   "list_models", "list_aliases"],
     ".choices": ["ATTENTION_TYPES", "LEARNING_TYPES", "VARIANTS", "MAX_STAGE", "STEMS", "SOURCES"],
     ".blocks": ["AttentionModule", "ResidualUnit", "ResNeXtUnit"],
     ".network": ["ResidualAttentionNet"],
+    ".backbone": ["add_attention"],
     ".complexity": ["Layer", "Profile", "profile"],
     ".zoo": ["MODEL_SPECS", "get_model", "get_model_list", "get_model_spec", "load_pretrained",
              "model_config", "short_hash"],
