@@ -573,18 +573,16 @@ def test_capture_on_gluoncv_resnet_with_added_attention():
     np.testing.assert_array_equal(net(x).asnumpy(), y)
 
 
-def test_capture_on_another_features_output_network_names_masks_by_path():
-    # GluonCV's CIFAR ResNet has a features/output layout too, but it is not a
-    # ResidualAttentionNet: its masks are named by their paths, hybridized or not.
+def test_capture_on_a_features_output_layout_keeps_stage_names():
+    # GluonCV's CIFAR ResNet has the features/output layout: the stage names of 0.1 stay
+    # ('stage{s}' with s the index in features), hybridized capture included.
     net = _gluoncv().model_zoo.get_model("cifar_resnet20_v2", classes=10)
     resattn.models.add_attention(net, ["features.2", "features.4"], 32)
     net.initialize()
     x = _x(1, 32, 32)
     y = net(x).asnumpy()
     for hybridize in (False, True):
-        if hybridize:
-            net.hybridize()
-        logits, masks = capture(net, x)
-        assert [m.name for m in masks] == ["features.2.1", "features.4.1"]
+        logits, masks = capture(net, x, hybridize=hybridize)
+        assert [m.name for m in masks] == ["stage2.module1", "stage4.module1"]
         assert [m.array.shape for m in masks] == [(1, 16, 32, 32), (1, 64, 8, 8)]
         np.testing.assert_allclose(logits, y, rtol=1e-4, atol=1e-5)

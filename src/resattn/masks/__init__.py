@@ -8,7 +8,9 @@ changing the network:
 :func:`capture` runs a wrapper, :class:`MaskNet`, that walks a
 ResidualAttentionNet's ``features`` calling :meth:`AttentionModule.attend`
 where the normal forward calls the module, so the network itself has no
-extra outputs (masks named ``'stage{s}.module{k}'``). Any other network that
+extra outputs (masks named ``'stage{s}.module{k}'``); so does any network with
+that layout (``features`` / ``output``, modules at the top level of a stage).
+Any other network that
 contains attention modules (e.g. after :func:`resattn.models.add_attention`)
 runs its own forward once, imperatively, with each module recording its
 mask; masks are then named by the module's path in the network.

@@ -58,11 +58,9 @@ def _modules_anywhere(net):
 
 
 def _has_layout(net):
-    """Whether ``net`` is a ResidualAttentionNet laid out as built (masks 'stage{s}.module{k}');
-    any other network's masks are named by their paths."""
-    from ..models.network import ResidualAttentionNet
-    if not isinstance(net, ResidualAttentionNet):
-        return False
+    """Whether ``net`` is laid out as ResidualAttentionNet (``features`` / ``output``, every
+    attention module at the top level of a stage): its masks keep 0.1's 'stage{s}.module{k}'
+    names; any other network's masks are named by their paths."""
     try:
         _attention_modules(net)
     except ValueError:
