@@ -15,10 +15,9 @@ import pytest
 
 from resattn import get_model
 from resattn.cli import main
-from resattn.data import get_data_loader
 from resattn.io import load_parameters
 from resattn.models.convert import load_params
-from resattn.training import TrainConfig, TrainState, fit, load_checkpoint
+from resattn.training import TrainConfig, TrainState, load_checkpoint
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "v0_1_0")
 RUN = os.path.join(FIXTURES, "run")
