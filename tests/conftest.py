@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import mxnet as mx
 import numpy as np
@@ -26,6 +28,12 @@ def randomize_batchnorm(net, rng=None):
             param.set_data(mx.nd.array(rng.uniform(0.8, 1.2, shape)))
         elif name.endswith("beta"):
             param.set_data(mx.nd.array(rng.normal(0, 0.1, shape)))
+
+
+def run_python(*args, timeout=120):
+    """``python ARGS...`` in a fresh interpreter (this one's), output captured as text."""
+    return subprocess.run([sys.executable] + list(args), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def rel_diff(a, b):

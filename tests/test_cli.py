@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from conftest import run_python
 from resattn import __version__, get_model_list
 from resattn.cli import COMMANDS, build_parser, exit_status, main, worker_exits_on_failure
 
@@ -134,13 +135,8 @@ def test_main_lets_unexpected_errors_through(monkeypatch):
         main(["list"])
 
 
-def _python(*args):
-    return subprocess.run([sys.executable] + list(args), capture_output=True, text=True,
-                          timeout=120)
-
-
 def test_building_the_parser_imports_no_mxnet():
-    proc = _python("-c", "import sys; from resattn.cli import build_parser; build_parser(); "
+    proc = run_python("-c", "import sys; from resattn.cli import build_parser; build_parser(); "
                          "assert 'mxnet' not in sys.modules, 'mxnet imported'")
     assert proc.returncode == 0, proc.stderr
     script = shutil.which("resattn", path=os.path.dirname(sys.executable)) or "resattn"
@@ -151,10 +147,10 @@ def test_building_the_parser_imports_no_mxnet():
 
 @pytest.mark.parametrize("module", ["resattn", "resattn.cli"])
 def test_python_m_runs_the_command_line(module):
-    proc = _python("-m", module, "--version")
+    proc = run_python("-m", module, "--version")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "resattn " + __version__
-    proc = _python("-m", module, "info", "attention57")
+    proc = run_python("-m", module, "info", "attention57")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("resattn info: error: unknown model")

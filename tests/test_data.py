@@ -1,6 +1,4 @@
 """Tests of resattn.data on offline data only: sklearn's digits and files written here."""
-import subprocess
-import sys
 import time
 
 import cv2
@@ -8,6 +6,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from conftest import run_python
 from resattn import data
 from resattn.data import registry
 from resattn.data.synthetic import _split_seed
@@ -407,8 +406,7 @@ def test_registry_imports_without_mxnet():
     code = ("import sys, resattn.data.registry as r; print(', '.join(r.DATASETS)); "
             "assert 'mxnet' not in sys.modules and 'cv2' not in sys.modules, "
             "sorted(m for m in ('mxnet', 'cv2') if m in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+    proc = run_python("-c", code, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ", ".join(BUILT_IN)
 

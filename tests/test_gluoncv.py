@@ -1,6 +1,5 @@
 """resattn from GluonCV: its import, its model table, its names, its scripts' calls."""
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 
 import resattn
-from conftest import randomize_batchnorm, rel_diff
+from conftest import randomize_batchnorm, rel_diff, run_python
 from resattn import gluoncv as rg
 from resattn.cli import main
 
@@ -18,14 +17,12 @@ def test_gluoncv_imports_beside_torch_2():
     torch = pytest.importorskip("torch")
     if int(torch.__version__.split(".")[0]) < 2:
         pytest.skip("the check only fails with torch>=2")
-    plain = subprocess.run([sys.executable, "-c", "import gluoncv"], capture_output=True,
-                           text=True, timeout=120)
+    plain = run_python("-c", "import gluoncv")
     assert plain.returncode != 0 and "torch" in plain.stderr  # what import_gluoncv avoids
     code = ("from resattn.gluoncv import import_gluoncv\ngcv = import_gluoncv()\n"
             "import gluoncv, torch\nassert gluoncv is gcv and torch.ones(1).item() == 1\n"
             "print(type(gcv.model_zoo.get_model('resnet18_v1b')).__name__)\n")
-    ours = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    ours = run_python("-c", code)
     assert ours.returncode == 0, ours.stderr
     assert ours.stdout.strip() == "ResNetV1b"
 

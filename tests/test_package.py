@@ -1,19 +1,12 @@
 """The package's structure: lazy imports, old module paths, file helpers, the MXNet shim."""
-import subprocess
-import sys
-
 import mxnet as mx
 import numpy as np
 import pytest
 from mxnet.gluon import nn
 
+from conftest import run_python
 import resattn
 from resattn import _compat, io
-
-
-def _python(code):
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
 
 
 def test_importing_the_package_and_the_choices_starts_no_mxnet():
@@ -22,7 +15,7 @@ def test_importing_the_package_and_the_choices_starts_no_mxnet():
             "assert 'mxnet' not in sys.modules, sorted(m for m in sys.modules if 'mx' in m)\n"
             "resattn.AttentionModule\n"
             "assert 'mxnet' in sys.modules\n")
-    result = _python(code)
+    result = run_python("-c", code)
     assert result.returncode == 0, result.stderr
 
 
@@ -64,7 +57,7 @@ def test_module_paths_of_0_1_still_import_with_a_warning(old, new):
             "warnings.simplefilter('ignore')\n"
             "assert importlib.import_module(%r) is importlib.import_module(%r)\n"
             % (old, new, old, new))
-    result = _python(code)
+    result = run_python("-c", code)
     assert result.returncode == 0, result.stderr
 
 
