@@ -70,7 +70,7 @@ def test_parse_size_and_input_shape():
     assert io.input_shape(32) == (1, 3, 32, 32)
     assert io.input_shape((45, 37), batch_size=2) == (2, 3, 45, 37)
     assert io.input_shape((1, 9, 9), allow_channels=True) == (1, 1, 9, 9)
-    for bad in (0, True, (3, 4, 5), "32", (4, 0)):
+    for bad in (0, True, (3, 4, 5), "32", (4, 0), (32,)):
         with pytest.raises(ValueError, match="input_size must be an int N or a pair"):
             io.input_shape(bad)
     with pytest.raises(ValueError, match="batch_size"):

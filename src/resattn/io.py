@@ -11,7 +11,7 @@ import os
 import tempfile
 
 __all__ = ["atomic_write", "write_json", "sha1_file", "parse_size", "input_shape",
-           "read_params", "params_classes", "mismatch_report", "save_parameters",
+           "read_params", "mismatch_report", "save_parameters",
            "load_parameters", "assign_parameters"]
 
 
@@ -91,17 +91,18 @@ def input_shape(size, batch_size=1, channels=3, allow_channels=False):
     -------
     tuple of 4 int
     """
-    dims = (size,) if _positive_int(size) else tuple(size) \
-        if isinstance(size, (tuple, list)) else None
-    lengths = (1, 2, 3) if allow_channels else (1, 2)
-    if dims is None or len(dims) not in lengths or not all(_positive_int(d) for d in dims):
+    if _positive_int(size):
+        dims = (size, size)
+    else:  # a sequence: (H, W), or (C, H, W) where allowed; not (N,)
+        dims = tuple(size) if isinstance(size, (tuple, list)) else ()
+        if len(dims) not in ((2, 3) if allow_channels else (2,)):
+            dims = None
+    if dims is None or not all(_positive_int(d) for d in dims):
         raise ValueError("input_size must be an int N or a pair (H, W)%s of integers >= 1, got %r"
                          % (" or (C, H, W)" if allow_channels else "", size))
     if not _positive_int(batch_size):
         raise ValueError("batch_size must be an integer >= 1, got %r" % (batch_size,))
     dims = tuple(int(d) for d in dims)
-    if len(dims) == 1:
-        dims = dims * 2
     if len(dims) == 2:
         dims = (channels,) + dims
     return (int(batch_size),) + dims
@@ -132,12 +133,6 @@ def read_params(path, what="an MXNet parameter file"):
         raise ValueError("%s holds an unnamed list of arrays, not named parameters" % path)
     return {k.split(":", 1)[1] if k.startswith(("arg:", "aux:")) else k: v
             for k, v in loaded.items()}
-
-
-def params_classes(path):
-    """The classifier size stored in a parameter file (``output.weight``), or None."""
-    weight = read_params(path).get("output.weight")
-    return None if weight is None else int(weight.shape[0])
 
 
 def _shown(items, limit=20):

@@ -242,7 +242,7 @@ def load_trained(args, classes=None, ctx=None):
     (net, model name, saved config dict)
     """
     from .. import get_model
-    from ..io import load_parameters, params_classes
+    from ..io import assign_parameters, read_params
     if not os.path.isfile(args.params):
         raise ValueError("--params %s: no such file" % args.params)
     saved = saved_config(args.params)
@@ -250,11 +250,13 @@ def load_trained(args, classes=None, ctx=None):
     if not model:
         raise ValueError("--model is required (no config.json beside %s)" % args.params)
     kwargs = model_kwargs(args, saved)
-    classes = classes or saved.get("classes") or params_classes(args.params)
+    arrays = read_params(args.params)  # once: for the classifier size and the load
+    weight = arrays.get("output.weight")
+    classes = classes or saved.get("classes") or (weight is not None and weight.shape[0])
     if classes:
-        kwargs["classes"] = classes
+        kwargs["classes"] = int(classes)
     net = get_model(model, **kwargs)
-    load_parameters(net, args.params, ctx=ctx)
+    assign_parameters(net, arrays, ctx=ctx, source=args.params)
     return net, model, saved
 
 

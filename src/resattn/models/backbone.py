@@ -19,6 +19,7 @@ from mxnet.gluon.nn import BatchNorm
 
 from .._compat import clear_cached_graph, is_hybridized, named_children, set_child, \
     set_active, set_hybridized
+from ..io import input_shape
 from .blocks import AttentionModule, ResidualUnit
 from .choices import MAX_STAGE
 
@@ -103,19 +104,6 @@ def _resolve(net, path):
         ancestors.append(block)
         block = children[part]
     return ancestors, parts[-1], block
-
-
-def _input_size(input_size):
-    size = (input_size, input_size) if isinstance(input_size, numbers.Integral) else input_size
-    try:
-        size = tuple(size)
-    except TypeError:
-        size = ()
-    if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, numbers.Integral)
-                             or s < 1 for s in size):
-        raise ValueError("input_size must be a positive int or (height, width), got %r"
-                         % (input_size,))
-    return tuple(int(s) for s in size)
 
 
 def _num_pools(num_pools, after):
@@ -315,7 +303,7 @@ def add_attention(net, after, input_size=224, in_channels=3, p=1, t=2, r=1, atte
     if not isinstance(net, Block):
         raise ValueError("add_attention needs a Gluon Block, got %s" % type(net).__name__)
     after = _as_list(after)
-    height, width = _input_size(input_size)
+    height, width = input_shape(input_size)[2:]
     if isinstance(in_channels, bool) or not isinstance(in_channels, numbers.Integral) \
             or in_channels < 1:
         raise ValueError("in_channels must be a positive int, got %r" % (in_channels,))

@@ -114,20 +114,20 @@ def _scale(width, mult, multiple):
 _BUILDER_KEYS = ("width_mult", "last_gamma", "prefix", "params")
 
 
-def _accepted():
-    params = inspect.signature(ResidualAttentionNet.__init__).parameters
-    return sorted(set(params) - {"self", "kwargs"} | set(_BUILDER_KEYS))
+#: Every keyword argument a zoo builder accepts.
+_ACCEPTED = sorted(set(inspect.signature(ResidualAttentionNet.__init__).parameters)
+                   - {"self", "kwargs"} | set(_BUILDER_KEYS))
 
 
 def _build(arch, width_mult=1.0, last_gamma=False, **kwargs):
     """:class:`ResidualAttentionNet` of a spec's architecture, widths scaled by ``width_mult``;
     ``last_gamma`` zero-initialises the last BatchNorm of every residual unit."""
-    unknown = sorted(set(kwargs) - set(_accepted()))
+    unknown = sorted(set(kwargs) - set(_ACCEPTED))
     if unknown:
         raise ValueError("unknown keyword argument%s %s; a zoo model accepts: %s, and "
                          "get_model's pretrained, ctx, root"
                          % ("s" if len(unknown) > 1 else "", ", ".join(unknown),
-                            ", ".join(_accepted())))
+                            ", ".join(_ACCEPTED)))
     spec = dict(arch)
     resnext = spec.pop("unit", "residual") == "resnext"
     net_kw = dict(spec)
