@@ -92,6 +92,13 @@ def _pooling_count(block):
 def test_attention_module_keeps_odd_non_square_shapes(stage, variant, size):
     module = AttentionModule(8, stage, variant=variant)
     x = mx.nd.random.normal(shape=(2, 8) + size)
+    if min(size) < module.min_size:
+        # The official pooling (pad 0, Caffe's ceil rule) needs 3 pixels at each pooling.
+        assert variant == "official" and stage < 4
+        module.initialize()
+        with pytest.raises(ValueError, match="smallest usable map is %d" % module.min_size):
+            module(x)
+        return
     _init(module, x)
     assert _pooling_count(module) == 4 - stage
     y_imp, y_hyb = _both(module, x)
@@ -248,8 +255,12 @@ def test_network_rejects_bad_input_early(x, fragment, hybrid):
 
 
 def test_network_accepts_any_size_down_to_one_pixel():
-    net = _tiny_net()
+    net = _tiny_net(variant="gluoncv")
     assert net(mx.nd.zeros((1, 3, 1, 1))).shape == (1, 3)
+    # The official (Caffe) pooling needs 3 pixels at each pooling: 6 -> 3 -> 1.
+    official = _tiny_net()
+    assert official.min_input_size == 6
+    assert official(mx.nd.zeros((1, 3, 6, 6))).shape == (1, 3)
 
 
 def test_attention_none_is_plain_network_of_same_depth():

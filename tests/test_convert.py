@@ -179,7 +179,9 @@ def _torch_reference(variant):
             self.last_blocks = ResidualBlock(c, c)
 
         def forward(self, x):
-            pool = lambda t: F.max_pool2d(t, 3, 2, 1)  # noqa: E731
+            # The official wiring pools as the prototxts do: pad 0, Caffe's ceil rule.
+            pool = (lambda t: F.max_pool2d(t, 3, 2, 1)) if variant == "gluoncv" else \
+                (lambda t: F.max_pool2d(t, 3, 2, 0, ceil_mode=True))
             add = variant == "gluoncv"
             x = self.first_residual_blocks(x)
             trunk = self.trunk_branches(x)

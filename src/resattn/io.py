@@ -178,9 +178,12 @@ def assign_parameters(net, arrays, ctx=None, source="<dict>", ignore=()):
              for k in sorted(set(params) & set(arrays))
              if not shape_compatible(params[k].shape, tuple(arrays[k].shape))]
     if missing or unexpected or wrong:
-        raise ValueError("cannot load %s into %s (%d parameters): %s"
+        # A network may know why a file does not fit it (an architecture that changed).
+        hint = getattr(net, "load_hint", lambda names: None)(sorted(arrays))
+        raise ValueError("cannot load %s into %s (%d parameters): %s%s"
                          % (source, type(net).__name__, len(params),
-                            mismatch_report(missing, unexpected, wrong)))
+                            mismatch_report(missing, unexpected, wrong),
+                            ". " + hint if hint else ""))
     for key, param in params.items():
         arr = arrays[key]
         if not isinstance(arr, mx.nd.NDArray):

@@ -10,8 +10,9 @@ def _list_args(p):
 @command("list", "list the models with parameters and multiply-accumulates", _list_args)
 def _list(args):
     from .. import get_model, get_model_list, model_config, profile
-    header = "%-26s %-8s %-8s %5s %10s %9s %11s %10s" % (
-        "model", "stem", "variant", "input", "params(M)", "paper(M)", "MACs(G)", "paper(G)")
+    header = "%-26s %-8s %-8s %5s %10s %9s %11s %11s %10s" % (
+        "model", "stem", "variant", "input", "params(M)", "paper(M)", "prototxt(M)", "MACs(G)",
+        "paper(G)")
     print(header)
     print("-" * len(header))
     for name in get_model_list():
@@ -20,10 +21,13 @@ def _list(args):
         prof = profile(get_model(name), input_size)
         paper_p = "%.1f" % cfg["paper_params"] if "paper_params" in cfg else "-"
         paper_m = "%.1f" % cfg["paper_macs"] if "paper_macs" in cfg else "-"
-        print("%-26s %-8s %-8s %5s %10.2f %9s %11.3f %10s" % (
+        proto_p = "%.2f" % cfg["prototxt_params"] if "prototxt_params" in cfg else "-"
+        print("%-26s %-8s %-8s %5s %10.2f %9s %11s %11.3f %10s" % (
             name, "cifar" if cfg["input_size"] == 32 else "imagenet", cfg["variant"],
             "x".join(map(str, prof.input_shape[2:])) if not isinstance(input_size, int)
-            else input_size, prof.params / 1e6, paper_p, prof.macs / 1e9, paper_m))
+            else input_size, prof.params / 1e6, paper_p, proto_p, prof.macs / 1e9, paper_m))
+    print("paper(M), paper(G): the paper's Tables 4, 5 and 7; prototxt(M): the authors' Caffe "
+          "deploy files (fwang91/residual-attention-network, imagenet_model/)")
     return 0
 
 

@@ -39,6 +39,9 @@ class ModelSpec:
         Mask wiring ('official' or 'gluoncv'), where the model has one.
     paper_params, paper_macs : float or None
         Parameters (millions) and multiply-accumulates (G) reported by the paper.
+    prototxt_params : float or None
+        Parameters (millions) of the authors' Caffe deploy file of the network
+        (``imagenet_model/*-deploy.prototxt``), where there is one.
     published : str or None
         Accuracy published for this architecture, with its source.
     weights : str or None
@@ -54,15 +57,17 @@ class ModelSpec:
     variant: object = None
     paper_params: object = None
     paper_macs: object = None
+    prototxt_params: object = None
     published: object = None
     weights: object = None
 
     def config(self):
         """Preprocessing and provenance: ``input_size``, ``mean``, ``std``, ``classes``,
-        ``variant``, the paper's figures where it has them and ``published``."""
+        ``variant``, the paper's and the prototxt's figures where there are any,
+        and ``published``."""
         cfg = {"input_size": self.input_size, "mean": tuple(self.mean),
                "std": tuple(self.std), "classes": self.classes, "variant": self.variant}
-        for key in ("paper_params", "paper_macs"):
+        for key in ("paper_params", "paper_macs", "prototxt_params"):
             if getattr(self, key) is not None:
                 cfg[key] = getattr(self, key)
         cfg["published"] = self.published

@@ -6,15 +6,16 @@ branch with ``r`` units between adjacent max-poolings; its output is
 ``(1 + M(x)) * T(x)`` (attention residual learning, Eq. 3).
 """
 import contextlib
+import functools
 
 from mxnet.gluon import nn
 from mxnet.gluon.nn import BatchNorm, HybridBlock
 
 from .choices import ATTENTION_TYPES, LEARNING_TYPES, MAX_STAGE, VARIANTS
 
-__all__ = ["ResidualUnit", "ResNeXtUnit", "AttentionModule",
+__all__ = ["ResidualUnit", "ResNeXtUnit", "PostActResidualUnit", "PostActResNeXtUnit",
+           "AttentionModule", "unit_class", "mask_pool_size",
            "ATTENTION_TYPES", "LEARNING_TYPES", "VARIANTS", "MAX_STAGE"]
-
 
 
 def _check_int(name, value, minimum, allowed=None):
@@ -33,6 +34,43 @@ def _norm(norm_layer, norm_kwargs, zero_gamma=False):
     if zero_gamma:
         kwargs["gamma_initializer"] = "zeros"
     return norm_layer(**kwargs)
+
+
+def _pool_kwargs(variant):
+    """Max-pooling of the soft mask (and the ImageNet stem) for a wiring variant.
+
+    'official': the prototxts' kernel 3, stride 2, pad 0 with Caffe's ceil rule
+    (the last window clipped to the input), which is MXNet's ``pooling_convention='full'``
+    at pad 0. 'gluoncv': pad 1 and the floor rule, as GluonCV and the other Gluon and
+    PyTorch implementations pool.
+    """
+    if variant == "official":
+        return dict(kernel=(3, 3), stride=(2, 2), pad=(0, 0), pooling_convention="full")
+    return dict(kernel=(3, 3), stride=(2, 2), pad=(1, 1), pooling_convention="valid")
+
+
+def mask_pool_size(size, variant):
+    """Side of the map a 3x3/2 max-pooling of ``variant`` makes of a ``size`` map, or 0.
+
+    0 means the pooling cannot run: MXNet refuses a window larger than its
+    (padded) input, which the official pooling (pad 0) meets below 3 pixels.
+    Caffe itself would still pool a 2-pixel map to 1 by clipping the window.
+    """
+    if variant == "official":
+        return 0 if size < 3 else -(-(size - 3) // 2) + 1
+    return 0 if size < 1 else (size - 1) // 2 + 1
+
+
+def unit_class(unit):
+    """The class behind a unit factory (a class, or a ``functools.partial`` of one), or None."""
+    while isinstance(unit, functools.partial):
+        unit = unit.func
+    return unit if isinstance(unit, type) else None
+
+
+def _preactivation(unit):
+    """Whether ``unit`` builds pre-activation units (the default for unknown factories)."""
+    return getattr(unit_class(unit), "preactivation", True)
 
 
 # MXNet's CPU BilinearResize2D is a scalar loop (~20x slower than the oneDNN
@@ -81,6 +119,21 @@ def _resize_like(F, x, like):
 
 class _PreActBottleneck(HybridBlock):
     """Pre-activation bottleneck shared by :class:`ResidualUnit` and :class:`ResNeXtUnit`."""
+
+    #: BN-ReLU comes before each convolution, so a network of these units ends
+    #: in BN-ReLU before its global pooling and a mask head starts with one.
+    preactivation = True
+
+    @staticmethod
+    def mask_head(channels, norm_layer=BatchNorm, norm_kwargs=None):
+        """The soft mask's head before its activation: BN-ReLU-1x1 conv-BN-ReLU-1x1 conv."""
+        head = nn.HybridSequential()
+        with head.name_scope():
+            head.add(_norm(norm_layer, norm_kwargs), nn.Activation("relu"),
+                     nn.Conv2D(channels, 1, use_bias=False, in_channels=channels),
+                     _norm(norm_layer, norm_kwargs), nn.Activation("relu"),
+                     nn.Conv2D(channels, 1, use_bias=False, in_channels=channels))
+        return head
 
     def __init__(self, channels, stride, in_channels, width, groups,
                  norm_layer, norm_kwargs, last_gamma=False, **kwargs):
@@ -147,12 +200,10 @@ class ResidualUnit(_PreActBottleneck):
 
     def __init__(self, channels, stride=1, in_channels=0, norm_layer=BatchNorm,
                  norm_kwargs=None, last_gamma=False, **kwargs):
-        _check_int("channels", channels, 4)
+        _check_unit_args(channels, stride, in_channels, 4)
         if channels % 4:
             raise ValueError("channels must be a multiple of 4 (bottleneck width channels/4), "
                              "got %r" % channels)
-        _check_int("stride", stride, 1)
-        _check_int("in_channels", in_channels, 0, "0 means equal to channels")
         super().__init__(channels, stride, in_channels, channels // 4, 1,
                          norm_layer, norm_kwargs, last_gamma, **kwargs)
 
@@ -184,15 +235,125 @@ class ResNeXtUnit(_PreActBottleneck):
     def __init__(self, channels, stride=1, in_channels=0, norm_layer=BatchNorm,
                  norm_kwargs=None, last_gamma=False, cardinality=32, width_ratio=0.5,
                  **kwargs):
-        _check_int("channels", channels, 1)
-        _check_int("stride", stride, 1)
-        _check_int("in_channels", in_channels, 0, "0 means equal to channels")
-        _check_int("cardinality", cardinality, 1)
-        width = int(round(channels * width_ratio))
-        if width < cardinality or width % cardinality:
-            raise ValueError("ResNeXtUnit: bottleneck width channels*width_ratio = %d must be a "
-                             "positive multiple of cardinality=%d (channels=%d, width_ratio=%r)"
-                             % (width, cardinality, channels, width_ratio))
+        _check_unit_args(channels, stride, in_channels)
+        width = _resnext_width(channels, cardinality, width_ratio)
+        super().__init__(channels, stride, in_channels, width, cardinality,
+                         norm_layer, norm_kwargs, last_gamma, **kwargs)
+
+
+class _PostActBottleneck(HybridBlock):
+    """Post-activation bottleneck (ResNet v1, as the AttentionNeXt prototxts build it).
+
+    1x1 conv-BN-ReLU, 3x3 conv (``stride``, ``groups``)-BN-ReLU, 1x1 conv-BN,
+    plus the identity or a 1x1 projection-BN of the input, then ReLU.
+    """
+
+    #: The unit ends in ReLU: no BN-ReLU before a network's global pooling, and a
+    #: mask head of 1x1 conv-BN-ReLU-1x1 conv (the AttentionNeXt prototxts).
+    preactivation = False
+
+    @staticmethod
+    def mask_head(channels, norm_layer=BatchNorm, norm_kwargs=None):
+        """The soft mask's head before its activation: 1x1 conv-BN-ReLU-1x1 conv."""
+        head = nn.HybridSequential()
+        with head.name_scope():
+            head.add(nn.Conv2D(channels, 1, use_bias=False, in_channels=channels),
+                     _norm(norm_layer, norm_kwargs), nn.Activation("relu"),
+                     nn.Conv2D(channels, 1, use_bias=False, in_channels=channels))
+        return head
+
+    def __init__(self, channels, stride, in_channels, width, groups,
+                 norm_layer, norm_kwargs, last_gamma=False, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.stride = stride
+        self.in_channels = in_channels or channels
+        self.has_projection = stride != 1 or self.in_channels != channels
+        with self.name_scope():
+            self.conv1 = nn.Conv2D(width, 1, use_bias=False, in_channels=self.in_channels)
+            self.bn1 = _norm(norm_layer, norm_kwargs)
+            self.conv2 = nn.Conv2D(width, 3, stride, 1, groups=groups, use_bias=False,
+                                   in_channels=width)
+            self.bn2 = _norm(norm_layer, norm_kwargs)
+            self.conv3 = nn.Conv2D(channels, 1, use_bias=False, in_channels=width)
+            self.bn3 = _norm(norm_layer, norm_kwargs, zero_gamma=last_gamma)
+            if self.has_projection:
+                self.proj = nn.Conv2D(channels, 1, stride, use_bias=False,
+                                      in_channels=self.in_channels)
+                self.proj_bn = _norm(norm_layer, norm_kwargs)
+
+    def hybrid_forward(self, F, x):
+        out = F.Activation(self.bn1(self.conv1(x)), act_type="relu")
+        out = F.Activation(self.bn2(self.conv2(out)), act_type="relu")
+        out = self.bn3(self.conv3(out))
+        shortcut = self.proj_bn(self.proj(x)) if self.has_projection else x
+        return F.Activation(out + shortcut, act_type="relu")
+
+
+def _check_unit_args(channels, stride, in_channels, minimum=1):
+    _check_int("channels", channels, minimum)
+    _check_int("stride", stride, 1)
+    _check_int("in_channels", in_channels, 0, "0 means equal to channels")
+
+
+def _resnext_width(channels, cardinality, width_ratio):
+    _check_int("cardinality", cardinality, 1)
+    width = int(round(channels * width_ratio))
+    if width < cardinality or width % cardinality:
+        raise ValueError("ResNeXt unit: bottleneck width channels*width_ratio = %d must be a "
+                         "positive multiple of cardinality=%d (channels=%d, width_ratio=%r)"
+                         % (width, cardinality, channels, width_ratio))
+    return width
+
+
+class PostActResidualUnit(_PostActBottleneck):
+    """Post-activation bottleneck residual unit (ResNet v1): the counterpart of
+    :class:`ResidualUnit` with BN and ReLU after each convolution.
+
+    Parameters
+    ----------
+    channels, stride, in_channels, norm_layer, norm_kwargs, last_gamma
+        As for :class:`ResidualUnit`; the projection is 1x1 conv-BN of the input.
+    """
+
+    def __init__(self, channels, stride=1, in_channels=0, norm_layer=BatchNorm,
+                 norm_kwargs=None, last_gamma=False, **kwargs):
+        _check_unit_args(channels, stride, in_channels, 4)
+        if channels % 4:
+            raise ValueError("channels must be a multiple of 4 (bottleneck width channels/4), "
+                             "got %r" % channels)
+        super().__init__(channels, stride, in_channels, channels // 4, 1,
+                         norm_layer, norm_kwargs, last_gamma, **kwargs)
+
+
+class PostActResNeXtUnit(_PostActBottleneck):
+    """Post-activation ResNeXt unit, the unit of the paper's AttentionNeXt prototxts.
+
+    1x1 conv-BN-ReLU (``channels * width_ratio`` wide), grouped 3x3 conv
+    (``cardinality`` groups, ``stride``)-BN-ReLU, 1x1 conv-BN, plus the
+    identity or a 1x1 projection-BN of the input, then ReLU (Xie et al. 2017).
+    With it, :class:`AttentionModule` builds AttentionNeXt-56 and -92 exactly
+    as ``AttentionNeXt-56/92-deploy.prototxt`` do (``attentionnext56/92``).
+
+    Parameters
+    ----------
+    channels, stride, in_channels, norm_layer, norm_kwargs, last_gamma, cardinality, width_ratio
+        As for :class:`ResNeXtUnit`.
+
+    Examples
+    --------
+    >>> import mxnet as mx
+    >>> unit = PostActResNeXtUnit(64, stride=2, in_channels=32, cardinality=8)
+    >>> unit.initialize()
+    >>> unit(mx.nd.zeros((1, 32, 9, 9))).shape
+    (1, 64, 5, 5)
+    """
+
+    def __init__(self, channels, stride=1, in_channels=0, norm_layer=BatchNorm,
+                 norm_kwargs=None, last_gamma=False, cardinality=32, width_ratio=0.5,
+                 **kwargs):
+        _check_unit_args(channels, stride, in_channels)
+        width = _resnext_width(channels, cardinality, width_ratio)
         super().__init__(channels, stride, in_channels, width, cardinality,
                          norm_layer, norm_kwargs, last_gamma, **kwargs)
 
@@ -202,14 +363,16 @@ class AttentionModule(HybridBlock):
 
     ``x -> p units -> {trunk T: t units; mask M: hourglass} -> (1 + M) * T -> p units``.
 
-    The soft mask branch max-pools (3x3, stride 2, pad 1) ``4 - stage`` times
+    The soft mask branch max-pools (3x3, stride 2) ``4 - stage`` times
     with ``r`` units after each pooling and ``2r`` at the bottom, then goes
     back up by bilinear upsampling (aligned corners) to the size of the tensor
     it is added to, adding a one-unit skip connection at each level; a head
-    BN-ReLU-1x1-BN-ReLU-1x1 and the attention activation give ``M``
-    (paper, Sec. 3.3 and Fig. 2). Because every upsampling takes its target
-    size from the tensor it meets, any input size works, odd and non-square
-    included, hybridized or not.
+    of two 1x1 convolutions (its layout is the unit's: BN-ReLU-conv-BN-ReLU-conv
+    for pre-activation units, conv-BN-ReLU-conv for post-activation ones) and
+    the attention activation give ``M`` (paper, Sec. 3.3 and Fig. 2). Because
+    every upsampling takes its target size from the tensor it meets, any
+    input size at least :attr:`min_size` works, odd and non-square included,
+    hybridized or not.
 
     Parameters
     ----------
@@ -233,13 +396,19 @@ class AttentionModule(HybridBlock):
         Attention residual learning ``(1 + M) * T`` (Eq. 3) or naive attention
         learning ``M * T``.
     variant : {'official', 'gluoncv'}
-        'official' follows the paper's Caffe prototxt: each upsampled map is
-        added to the skip unit's output only and the head takes the last
-        upsampled map alone. 'gluoncv' also adds the down-path feature at each
-        level and the trunk output before the head, as GluonCV, the Gluon
-        implementation and the PyTorch reference do. Same parameters in both.
+        'official' follows the paper's Caffe prototxts: max-pooling with pad 0
+        and Caffe's ceil rule (a 15-pixel map pools to 7), each upsampled map
+        added to the skip unit's output only, and the head taking the last
+        upsampled map alone. 'gluoncv' pools with pad 1 and the floor rule (15
+        to 8) and also adds the down-path feature at each level and the trunk
+        output before the head, as GluonCV, the Gluon implementation and the
+        PyTorch reference do. Same parameters in both.
     unit : callable, default :class:`ResidualUnit`
-        Factory ``unit(channels, stride=1, in_channels=0, norm_layer=..., norm_kwargs=...)``.
+        Factory ``unit(channels, stride=1, in_channels=0, norm_layer=..., norm_kwargs=...)``:
+        a unit class or a ``functools.partial`` of one. The class's
+        ``mask_head`` builds the mask head (pre-activation units'
+        BN-ReLU-conv-BN-ReLU-conv by default, :class:`PostActResNeXtUnit`'s
+        conv-BN-ReLU-conv).
     norm_layer, norm_kwargs
         Normalisation layer for every unit and the mask head.
 
@@ -277,6 +446,7 @@ class AttentionModule(HybridBlock):
         self.attention = attention
         self.learning = learning
         self.variant = variant
+        self._pool = _pool_kwargs(variant)
         levels = max(self.num_pools, 1)
 
         def units(n):
@@ -298,13 +468,34 @@ class AttentionModule(HybridBlock):
             self.mask_up = nn.HybridSequential()
             for _ in range(levels - 1):
                 self.mask_up.add(units(r))
-            self.mask_head = nn.HybridSequential()
-            with self.mask_head.name_scope():
-                self.mask_head.add(_norm(norm_layer, norm_kwargs), nn.Activation("relu"),
-                                   nn.Conv2D(channels, 1, use_bias=False, in_channels=channels),
-                                   _norm(norm_layer, norm_kwargs), nn.Activation("relu"),
-                                   nn.Conv2D(channels, 1, use_bias=False, in_channels=channels))
+            # The unit decides the head's layout (pre- or post-activation).
+            head = getattr(unit_class(unit), "mask_head", _PreActBottleneck.mask_head)
+            self.mask_head = head(channels, norm_layer=norm_layer, norm_kwargs=norm_kwargs)
             self.post = units(p)
+
+    @property
+    def min_size(self):
+        """Smallest side of an input map the soft mask can pool ``4 - stage`` times."""
+        size = 1
+        while not self._fits(size):
+            size += 1
+        return size
+
+    def _fits(self, size):
+        for _ in range(self.num_pools):
+            size = mask_pool_size(size, self.variant)
+            if size == 0:
+                return False
+        return True
+
+    def forward(self, x, *args):
+        shape = getattr(x, "shape", None)
+        if shape is not None and len(shape) == 4 and not all(map(self._fits, shape[2:])):
+            raise ValueError("%s: a %dx%d map is too small for a soft mask with %d poolings "
+                             "(variant=%r); the smallest usable map is %dx%d"
+                             % (type(self).__name__, shape[2], shape[3], self.num_pools,
+                                self.variant, self.min_size, self.min_size))
+        return super().forward(x, *args)
 
     def _activate(self, F, z):
         # Activation(sigmoid) runs in oneDNN; F.sigmoid is ~7x slower on CPU.
@@ -325,7 +516,7 @@ class AttentionModule(HybridBlock):
             down = []
             feat = x
             for level in range(self.num_pools):
-                feat = F.Pooling(feat, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max")
+                feat = F.Pooling(feat, pool_type="max", **self._pool)
                 feat = self.mask_down[level](feat)
                 down.append(feat)
             for level in reversed(range(self.num_pools - 1)):

@@ -5,7 +5,8 @@ from mxnet.gluon import nn
 from mxnet.gluon.nn import BatchNorm, HybridBlock
 
 from .choices import STEMS
-from .blocks import ATTENTION_TYPES, AttentionModule, ResidualUnit, _check_choice, _check_int
+from .blocks import (ATTENTION_TYPES, AttentionModule, ResidualUnit, _check_choice, _check_int,
+                     _pool_kwargs, _preactivation, mask_pool_size)
 
 __all__ = ["ResidualAttentionNet", "STEMS"]
 
@@ -17,13 +18,15 @@ class ResidualAttentionNet(HybridBlock):
     Each attention stage ``i`` is one residual unit (stride 2 from the second
     stage on) followed by ``modules[i]`` :class:`AttentionModule` of width
     ``widths[i]`` whose masks have ``4 - stages[i]`` poolings; then
-    ``final_units`` residual units of width ``widths[3]``, BN-ReLU, global
-    average pooling and a fully connected classifier (paper, Table 1). With
-    ``modules = (m-1, m, m+1)`` (or ``(1, 1, 1)``) the depth is ``36m + 20``.
+    ``final_units`` residual units of width ``widths[3]``, BN-ReLU (for
+    pre-activation units only), global average pooling and a fully connected
+    classifier (paper, Table 1). With ``modules = (m-1, m, m+1)`` (or
+    ``(1, 1, 1)``) the depth is ``36m + 20``.
 
     The network is split as in the Gluon model zoo: ``features`` (stem,
     ``stage1..3``, head; indices 0..4) and ``output``. Global pooling makes
-    every input size at least ``min_input_size`` work.
+    every input size at least :attr:`min_input_size` work; a smaller input is
+    a ValueError that names it.
 
     Parameters
     ----------
@@ -46,7 +49,9 @@ class ResidualAttentionNet(HybridBlock):
         Number of classes of the classifier.
     attention, learning, variant, unit, norm_layer, norm_kwargs
         Passed to every :class:`AttentionModule`; ``unit`` and the norm
-        arguments also build the transition and final units.
+        arguments also build the transition and final units. ``variant`` also
+        sets the ImageNet stem's max-pooling ('official': pad 0 and Caffe's
+        ceil rule, as the prototxts; 'gluoncv': pad 1 and the floor rule).
         ``attention='none'`` replaces each attention module by its trunk path
         alone (``2p + t`` residual units): a plain residual network of the
         same depth, the baseline of the paper's Table 3.
@@ -80,6 +85,8 @@ class ResidualAttentionNet(HybridBlock):
         self.widths = widths
         self.stages = stages
         self.stem = stem
+        self.variant = variant
+        self._unit = unit
         self.classes = classes
         self.in_channels = 3
         unit_kw = dict(norm_layer=norm_layer, norm_kwargs=norm_kwargs)
@@ -93,7 +100,9 @@ class ResidualAttentionNet(HybridBlock):
                 stem_seq.add(nn.Conv2D(stem_channels, 3, 1, 1, use_bias=False, in_channels=3))
             stem_seq.add(norm_layer(**norm_kw), nn.Activation("relu"))
             if stem == "imagenet":
-                stem_seq.add(nn.MaxPool2D(3, 2, 1))
+                pool = _pool_kwargs(variant)
+                stem_seq.add(nn.MaxPool2D(pool["kernel"], pool["stride"], pool["pad"],
+                                          ceil_mode=pool["pooling_convention"] == "full"))
             self.features.add(stem_seq)
             in_ch = stem_channels
             for i in range(3):
@@ -116,8 +125,11 @@ class ResidualAttentionNet(HybridBlock):
             head.add(unit(widths[3], stride=final_stride, in_channels=in_ch, **unit_kw))
             for _ in range(final_units - 1):
                 head.add(unit(widths[3], **unit_kw))
-            head.add(norm_layer(**norm_kw), nn.Activation("relu"), nn.GlobalAvgPool2D(),
-                     nn.Flatten())
+            if _preactivation(unit):
+                # Pre-activation units leave their sum un-normalised; post-activation
+                # units end in ReLU already (the AttentionNeXt prototxts).
+                head.add(norm_layer(**norm_kw), nn.Activation("relu"))
+            head.add(nn.GlobalAvgPool2D(), nn.Flatten())
             if dropout:
                 head.add(nn.Dropout(dropout))
             self.features.add(head)
@@ -135,6 +147,42 @@ class ResidualAttentionNet(HybridBlock):
             modules = [b for b in self.features[s] if isinstance(b, AttentionModule)]
             found.extend(("stage%d.module%d" % (s, k + 1), b) for k, b in enumerate(modules))
         return found
+
+    def load_hint(self, names):
+        """Why a weight file with parameter ``names`` may not fit this network, or None."""
+        if not _preactivation(self._unit) and any(n.endswith("mask_head.5.weight")
+                                                  for n in names):
+            return ("the file holds pre-activation units (a 6-layer mask head), as resattn "
+                    "0.1's attentionnext56 had; since 0.2 the AttentionNeXt models are the "
+                    "prototxts' post-activation networks (see CHANGELOG.md). Build the "
+                    "network the file was written for with unit=resattn.ResNeXtUnit, e.g. "
+                    "get_model('attentionnext56', unit=resattn.ResNeXtUnit)")
+        return None
+
+    @property
+    def min_input_size(self):
+        """Smallest input side (pixels) every pooling of the network can run at.
+
+        With ``variant='official'`` the prototxts' pooling (pad 0, Caffe's
+        ceil rule) needs at least 3 pixels at each pooling, so the ImageNet
+        models need inputs of 47 pixels at least; the 'gluoncv' pooling runs at any size.
+        """
+        size = 1
+        while not self._fits(size):
+            size += 1
+        return size
+
+    def _fits(self, size):
+        """Whether an input side of ``size`` pixels reaches the classifier."""
+        if self.stem == "imagenet":
+            size = mask_pool_size((size - 1) // 2 + 1, self.variant)  # 7x7/2 conv, pooling
+        for s in range(1, 4):
+            if s > 1:
+                size = (size - 1) // 2 + 1  # the transition unit's stride 2
+            if not all(m._fits(size) for m in self.features[s]
+                       if isinstance(m, AttentionModule)):
+                return False
+        return size > 0
 
     def forward(self, x, *args):
         if isinstance(x, mx.nd.NDArray):
@@ -158,6 +206,11 @@ class ResidualAttentionNet(HybridBlock):
         if min(shape) < 1:
             raise ValueError("%s expects %s, got an empty batch of shape %s"
                              % (type(self).__name__, expected, shape))
+        if not (self._fits(shape[2]) and self._fits(shape[3])):
+            raise ValueError("%s: a %dx%d input is too small for its poolings (variant=%r); "
+                             "the smallest usable input is %dx%d"
+                             % (type(self).__name__, shape[2], shape[3], self.variant,
+                                self.min_input_size, self.min_input_size))
         if x.dtype not in (np.float32, np.float16, np.float64):
             raise ValueError("%s expects floating-point input (float32), got dtype %s; convert "
                              "images with x.astype('float32') and normalise them"

@@ -14,7 +14,7 @@ import os
 from .. import _stats
 from ..io import load_parameters, read_params, sha1_file
 from ._registry import get_spec, list_models, register_alias, register_model, resolve
-from .blocks import ResNeXtUnit, ResidualUnit
+from .blocks import PostActResNeXtUnit, ResNeXtUnit, ResidualUnit
 from .network import ResidualAttentionNet
 
 __all__ = ["MODEL_SPECS", "GLUONCV_ALIASES", "get_model", "get_model_list", "get_model_spec", "register_model",
@@ -55,17 +55,21 @@ _A92_CIFAR = ("CIFAR-10 top-1 95.41% (Gluon implementation, PistonY/ResidualAtte
 #: other implementations' files with :func:`resattn.models.convert.load_params`).
 MODEL_SPECS = {
     "attention56": _spec(_IMAGENET, (1, 1, 1), paper_params=31.9, paper_macs=6.2,
+                         prototxt_params=31.81,
                          published="ImageNet top-1 error 21.76% (paper, Table 7)"),
     "attention92": _spec(_IMAGENET, (1, 2, 3), paper_params=51.3, paper_macs=10.4,
+                         prototxt_params=52.47,
                          published="ImageNet top-1 error 19.5% (paper, Table 7)"),
     "attention128": _spec(_IMAGENET, (2, 3, 4)),
     "attention164": _spec(_IMAGENET, (3, 4, 5)),
     "attention200": _spec(_IMAGENET, (4, 5, 6)),
     "attention236": _spec(_IMAGENET, (5, 6, 7)),
     "attention452": _spec(_IMAGENET, (5, 6, 7), (2, 4, 3)),
+    # AttentionNeXt: the post-activation ResNeXt units of the authors' prototxts.
     "attentionnext56": _spec(_IMAGENET, (1, 1, 1), unit="resnext", paper_params=31.9,
-                             paper_macs=6.3,
+                             paper_macs=6.3, prototxt_params=31.32,
                              published="ImageNet top-1 error 21.2% (paper, Table 7)"),
+    "attentionnext92": _spec(_IMAGENET, (1, 2, 3), unit="resnext", prototxt_params=52.10),
     "attention56_cifar": _spec(_CIFAR, (1, 1, 1)),
     "attention92_cifar": _spec(_CIFAR, (1, 2, 3), published=_A92_CIFAR),
     "attention452_cifar": _spec(_CIFAR, (5, 6, 7), (2, 4, 3)),
@@ -79,7 +83,7 @@ MODEL_SPECS = {
 
 #: Keys of a spec that are :class:`ModelSpec` fields; the rest are architecture.
 _SPEC_FIELDS = ("input_size", "mean", "std", "classes", "variant", "paper_params", "paper_macs",
-                "published", "weights")
+                "prototxt_params", "published", "weights")
 
 
 def get_model_list():
@@ -131,7 +135,7 @@ def _build(arch, width_mult=1.0, last_gamma=False, **kwargs):
     spec = dict(arch)
     resnext = spec.pop("unit", "residual") == "resnext"
     net_kw = dict(spec)
-    net_kw["unit"] = ResNeXtUnit if resnext else ResidualUnit
+    unit = kwargs.pop("unit", PostActResNeXtUnit if resnext else ResidualUnit)
     if width_mult != 1.0:
         if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) \
                 or not width_mult > 0:
@@ -141,11 +145,11 @@ def _build(arch, width_mult=1.0, last_gamma=False, **kwargs):
         multiple = 2 * cardinality if resnext else 4
         net_kw["widths"] = tuple(_scale(w, width_mult, multiple) for w in spec["widths"])
         net_kw["stem_channels"] = _scale(spec["stem_channels"], width_mult, 1)
-        if resnext:
-            net_kw["unit"] = functools.partial(ResNeXtUnit, cardinality=cardinality)
+        if resnext and unit in (PostActResNeXtUnit, ResNeXtUnit):
+            unit = functools.partial(unit, cardinality=cardinality)
     if last_gamma:
-        net_kw["unit"] = functools.partial(net_kw["unit"], last_gamma=True)
-    net_kw.update(kwargs)
+        unit = functools.partial(unit, last_gamma=True)
+    net_kw.update(kwargs, unit=unit)
     return ResidualAttentionNet(**net_kw)
 
 
