@@ -30,6 +30,16 @@ def randomize_batchnorm(net, rng=None):
             param.set_data(mx.nd.array(rng.normal(0, 0.1, shape)))
 
 
+@pytest.fixture
+def server():
+    """A loopback HTTP server (:mod:`loopback`): ``server.files[path] = bytes`` serves them at
+    ``server.base + path``; faults are switched on per path."""
+    from loopback import serve
+    site = serve()
+    yield site
+    site.stop()
+
+
 def run_python(*args, timeout=120):
     """``python ARGS...`` in a fresh interpreter (this one's), output captured as text."""
     return subprocess.run([sys.executable] + list(args), capture_output=True, text=True,

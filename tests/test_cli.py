@@ -57,8 +57,8 @@ def _choices(command, dest):
 
 def test_every_command_is_registered_in_help_order():
     build_parser()
-    assert list(COMMANDS) == ["list", "info", "convert", "train", "eval", "masks", "launch",
-                              "export", "quantize", "gluoncv"]
+    assert list(COMMANDS) == ["list", "info", "convert", "train", "eval", "predict", "masks",
+                              "launch", "export", "quantize", "gluoncv"]
 
 
 def test_choices_are_the_library_constants():

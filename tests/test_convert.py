@@ -265,7 +265,8 @@ def test_pytorch_parity(variant, tmp_path):
         assert rel_diff(expected, again(mx.nd.array(x))) < TOL
 
 
-def test_pytorch_refuses_pickled_code(tmp_path):
+@pytest.mark.parametrize("zipfile", [True, False], ids=["zip", "legacy"])
+def test_pytorch_refuses_pickled_code(tmp_path, zipfile):
     torch = pytest.importorskip("torch")
     marker = tmp_path / "pwned"
 
@@ -274,11 +275,13 @@ def test_pytorch_refuses_pickled_code(tmp_path):
             return (open, (str(marker), "w"))  # unpickling would create `marker`
 
     path = str(tmp_path / "evil.pkl")
-    torch.save({"conv1.0.weight": torch.zeros(32, 3, 3, 3), "payload": Payload()}, path)
+    torch.save({"conv1.0.weight": torch.zeros(32, 3, 3, 3), "payload": Payload()}, path,
+               _use_new_zipfile_serialization=zipfile)
     net = get_model("attention92_cifar", width_mult=SMALL)
-    with pytest.raises(ValueError, match="weights_only") as err:
+    with pytest.raises(ValueError, match="weights_only=True refuses") as err:
         load_params(net, path, "pytorch")
-    assert path in str(err.value)
+    assert path in str(err.value) and "open" in str(err.value)
+    assert "whole pickled model" not in str(err.value)
     assert not marker.exists()
     # Control: an unrestricted load does run the payload.
     torch.load(path, weights_only=False)

@@ -186,7 +186,9 @@ def test_cifar_wiring_crops_and_flips(fake_cifar, tmp_path):
     assert any(flips) and not all(flips)
     assert data.dataset_info("cifar10") == dict(
         classes=10, input_size=32, mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2023, 0.1994, 0.2010), offline=False)
+        std=(0.2023, 0.1994, 0.2010), offline=False, class_names=(
+            "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+            "truck"))
 
 
 # --------------------------------------------------------------------------- cutout
@@ -275,7 +277,8 @@ def test_cluttered_digits_generation_is_fast_and_info_matches():
 def test_image_folder_round_trip(image_folder):
     name = "imagefolder:%s" % image_folder
     assert data.dataset_info(name) == dict(classes=3, input_size=224, mean=(0.485, 0.456, 0.406),
-                                           std=(0.229, 0.224, 0.225), offline=True)
+                                           std=(0.229, 0.224, 0.225), offline=True,
+                                           class_names=("a", "b", "c"))
     val = data.get_dataset(name, train=False, image_size=16)
     assert len(val) == 6 and val.synsets == ["a", "b", "c"]
     for i in range(len(val)):
@@ -418,7 +421,8 @@ def test_a_registered_dataset_works_by_name_and_goes_away(monkeypatch):
                                      flip=False, builder=_squares)
         assert spec.name == "squares" and data.DATASETS == BUILT_IN + ("squares",)
         assert data.dataset_info("squares") == dict(classes=2, input_size=8, mean=(0.25,) * 3,
-                                                    std=(0.5,) * 3, offline=True)
+                                                    std=(0.5,) * 3, offline=True,
+                                                    class_names=None)
         test = data.get_dataset("squares", train=False)
         assert len(test) == 4 and test.classes == 2 and test.name == "squares"
         x, y = test[1]

@@ -11,7 +11,8 @@ from resattn import get_model
 from resattn import training as train
 from resattn.training import trainer as train_loop
 from resattn.cli import main
-from resattn.data import get_data_loader
+from resattn.data import dataset_info, get_data_loader
+from resattn.io import read_weights_config
 
 TINY = ["train", "--model", "attention56_cifar", "--width-mult", "0.0625", "--dataset", "digits",
         "--subset", "96", "--batch-size", "32", "--warmup-epochs", "1", "--mixup-off-epochs", "1",
@@ -50,6 +51,16 @@ def test_train_writes_every_output(straight):
         cfg = json.load(f)
     assert cfg["model"] == "attention56_cifar" and cfg["epochs"] == 2 and cfg["seed"] == 3
     assert cfg["model_kwargs"] == {"width_mult": 0.0625} and cfg["base_lr"] == 0.05
+    for name in ("best", "last"):  # each .params travels with its config
+        weights = read_weights_config(os.path.join(straight, name + ".params"))
+        assert weights["model"] == "attention56_cifar"
+        assert weights["arch"] == {"width_mult": 0.0625, "classes": 10}
+        info = dataset_info("digits")
+        assert weights["preprocessing"] == {"input_size": 32, "scale": 255.0,
+                                            "mean": list(info["mean"]), "std": list(info["std"])}
+        assert weights["class_names"] == [str(d) for d in range(10)]
+        assert weights["provenance"]["dataset"] == "digits"
+        assert weights["provenance"]["checkpoint"] == name
     with open(os.path.join(straight, "train.log")) as f:
         assert len(f.read().splitlines()) == 2
     with open(os.path.join(straight, "curves.png"), "rb") as f:

@@ -13,7 +13,7 @@ from docutils import nodes
 from sphinx.util.docutils import SphinxDirective
 
 COLUMNS = ("model", "variant", "stem", "input", "params (M)", "paper params (M)",
-           "MACs (G)", "paper MACs (G)", "published accuracy (source)")
+           "prototxt params (M)", "MACs (G)", "paper MACs (G)", "published accuracy (source)")
 
 
 def zoo_rows():
@@ -21,7 +21,8 @@ def zoo_rows():
 
     Keys: ``name``, ``variant``, ``stem``, ``input_size``, ``params`` and
     ``macs`` (ours, counted by :func:`resattn.models.complexity.profile` at
-    ``input_size``), ``paper_params``/``paper_macs`` (millions / G, or None)
+    ``input_size``), ``paper_params``/``paper_macs`` (millions / G, or None),
+    ``prototxt_params`` (millions, the authors' deploy file's count, or None)
     and ``published`` (text with its source, or None).
     """
     from resattn.models.complexity import profile
@@ -34,6 +35,7 @@ def zoo_rows():
         rows.append(dict(name=name, variant=cfg["variant"], stem=get_model_spec(name)["stem"],
                          input_size=cfg["input_size"], params=prof.params, macs=prof.macs,
                          paper_params=cfg.get("paper_params"), paper_macs=cfg.get("paper_macs"),
+                         prototxt_params=cfg.get("prototxt_params"),
                          published=cfg.get("published")))
     return rows
 
@@ -45,6 +47,7 @@ def table_cells(rows):
         body.append([r["name"], r["variant"], r["stem"], "%d" % r["input_size"],
                      "%.2f" % (r["params"] / 1e6),
                      "-" if r["paper_params"] is None else "%.1f" % r["paper_params"],
+                     "-" if r["prototxt_params"] is None else "%.2f" % r["prototxt_params"],
                      "%.3f" % (r["macs"] / 1e9),
                      "-" if r["paper_macs"] is None else "%.1f" % r["paper_macs"],
                      r["published"] or "-"])
@@ -70,14 +73,14 @@ class ZooTable(SphinxDirective):
     def run(self):
         # Re-read the page when the code behind the numbers changes.
         import resattn.models
-        for module in ("zoo", "_registry", "network", "blocks", "profile"):
+        for module in ("zoo", "_registry", "network", "blocks", "complexity"):
             self.env.note_dependency(os.path.join(os.path.dirname(resattn.models.__file__),
                                                   module + ".py"))
         header, body = table_cells(zoo_rows())
         table = nodes.table(classes=["zoo-table"])
         group = nodes.tgroup(cols=len(header))
         table += group
-        for width in (14, 6, 6, 4, 6, 6, 6, 6, 30):
+        for width in (14, 6, 6, 4, 6, 6, 6, 6, 6, 30):
             group += nodes.colspec(colwidth=width)
         thead = nodes.thead()
         thead += _row(header)

@@ -16,7 +16,8 @@ from ._lazy import attach
 __version__ = "0.2.0.dev0"
 
 __getattr__, __dir__, __all__ = attach(__name__, {".models": [
-    "AttentionModule", "ResidualUnit", "ResNeXtUnit", "ResidualAttentionNet", "get_model",
+    "AttentionModule", "ResidualUnit", "ResNeXtUnit", "PostActResNeXtUnit", "ResidualAttentionNet",
+    "get_model",
     "get_model_list", "model_config", "register_model", "profile", "ATTENTION_TYPES",
     "LEARNING_TYPES", "VARIANTS"]})
 __all__ = __all__ + ["__version__"]

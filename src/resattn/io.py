@@ -12,7 +12,8 @@ import tempfile
 
 __all__ = ["atomic_write", "write_json", "sha1_file", "parse_size", "input_shape",
            "read_params", "mismatch_report", "save_parameters",
-           "load_parameters", "assign_parameters"]
+           "load_parameters", "assign_parameters", "config_path", "write_weights_config",
+           "read_weights_config", "save_weights"]
 
 
 def atomic_write(path, write):
@@ -60,6 +61,93 @@ def sha1_file(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# ------------------------------------------------------------------ weight configs
+#: ``format`` of a weight config; ``version`` grows when a key changes meaning.
+WEIGHTS_FORMAT, WEIGHTS_VERSION = "resattn-weights", 1
+_CONFIG_KEYS = ("model", "arch", "preprocessing", "class_names", "provenance")
+
+
+def config_path(params_path):
+    """Where the config of a weight file lives: beside it, ``<file>.json``."""
+    return os.fspath(params_path) + ".json"
+
+
+def write_weights_config(params_path, model, arch=None, preprocessing=None, class_names=None,
+                         provenance=None):
+    """Write the config that travels with ``params_path`` (atomically, after the file).
+
+    Parameters
+    ----------
+    params_path : str
+        The ``.params`` file, already written; its SHA-1 and size are recorded
+        so that a later read knows the config still describes it.
+    model : str
+        Registered model name.
+    arch : dict, optional
+        Keyword arguments of :func:`resattn.get_model` the weights need
+        (``variant``, ``classes``, ``width_mult``, ...).
+    preprocessing : dict, optional
+        ``input_size``, ``scale`` (pixels are divided by it), ``mean``, ``std``.
+    class_names : sequence of str, optional
+    provenance : dict, optional
+        Where the weights come from (a tag, a URL and blob id, a training run).
+
+    Returns
+    -------
+    str
+        The config's path.
+    """
+    config = {"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "model": model,
+              "arch": dict(arch or {}), "preprocessing": dict(preprocessing or {}) or None,
+              "class_names": list(class_names) if class_names is not None else None,
+              "provenance": dict(provenance or {}),
+              "sha1": sha1_file(params_path), "size": os.path.getsize(params_path)}
+    return write_json(config_path(params_path), config)
+
+
+def save_weights(net, path, model, **config):
+    """``save_parameters`` and :func:`write_weights_config` in one call; returns ``path``."""
+    save_parameters(net, path)
+    write_weights_config(path, model, **config)
+    return path
+
+
+def read_weights_config(params_path, verify=True):
+    """The config beside ``params_path``, or None when it has none.
+
+    With ``verify``, a weight file whose bytes are not those the config was
+    written for (corrupted, truncated, or replaced without its config) is a
+    ValueError that names both files; so is a config that is not resattn's.
+    """
+    path = config_path(params_path)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError("cannot read the weight config %s: %s" % (path, _first_line(err))) \
+            from None
+    if not isinstance(config, dict) or config.get("format") != WEIGHTS_FORMAT \
+            or not isinstance(config.get("model"), str):
+        raise ValueError("%s is not a resattn weight config (no format %r and model); move "
+                         "it away to load %s without one" % (path, WEIGHTS_FORMAT, params_path))
+    if config.get("version", 0) > WEIGHTS_VERSION:
+        raise ValueError("%s was written by a newer resattn (weight config version %s; this "
+                         "one reads %d): upgrade resattn" % (path, config.get("version"),
+                                                             WEIGHTS_VERSION))
+    if verify and config.get("sha1"):
+        size = os.path.getsize(params_path)
+        if size != config.get("size", size) or sha1_file(params_path) != config["sha1"]:
+            raise ValueError("%s does not match its config %s (SHA-1 %s expected): the file "
+                             "is corrupted or was replaced; restore it, or delete the config "
+                             "to load it as it is" % (params_path, path, config["sha1"]))
+    for key in _CONFIG_KEYS:
+        config.setdefault(key, None)
+    config["arch"] = dict(config["arch"] or {})
+    return config
 
 
 def parse_size(text):

@@ -16,6 +16,7 @@ import os
 import sys
 import traceback
 
+from ..hub import DownloadError
 from ..io import parse_size
 from ..models.choices import ATTENTION_TYPES, LEARNING_TYPES, VARIANTS
 
@@ -29,10 +30,10 @@ COMMANDS = {}
 
 #: Modules that register the subcommands with :func:`command` when imported, in that order.
 COMMAND_MODULES = tuple("resattn.cli." + name for name in (
-    "models", "convert", "train", "eval", "masks", "launch", "deploy", "gluoncv"))
+    "models", "convert", "train", "eval", "predict", "masks", "launch", "deploy", "gluoncv"))
 
 #: Exceptions that are the user's to fix: one line ``resattn CMD: error: ...``, exit 2.
-USER_ERRORS = (ValueError, FileNotFoundError, ImportError)
+USER_ERRORS = (ValueError, FileNotFoundError, ImportError, DownloadError)
 
 
 def command(name, help, arguments):
@@ -110,13 +111,22 @@ def add_model_args(p, trained=False, classes=None):
 
 
 def add_params_arg(p):
-    """``--params``, the resattn ``.params`` file a command reads.
+    """``--params FILE`` or ``--pretrained TAG``: the weights a command reads, and
+    ``--override-config``.
 
     Parameters
     ----------
     p : argparse.ArgumentParser
     """
-    p.add_argument("--params", required=True, help="resattn .params file")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--params", help="resattn .params file (its config FILE.json, written "
+                                        "beside it by resattn, says model and preprocessing)")
+    group.add_argument("--pretrained", metavar="TAG",
+                       help="published weights (see `resattn list --pretrained`), downloaded "
+                            "and converted once into the cache ($RESATTN_HOME)")
+    p.add_argument("--override-config", action="store_true",
+                   help="let flags (--model, --width-mult, --variant, ...) override what the "
+                        "weights' config says, instead of refusing them")
 
 
 def add_data_args(p):
@@ -223,40 +233,98 @@ def saved_config(params_path):
     return {}
 
 
-def load_trained(args, classes=None, ctx=None):
-    """The network of ``args.params``, built from ``--model`` or the run's config.json.
+def _weights_file(args):
+    """``(path, weights config or None)`` of ``--params`` or ``--pretrained``."""
+    from ..io import read_weights_config
+    if getattr(args, "pretrained", None):
+        from ..models.zoo import fetch_weights
+        path = fetch_weights(args.pretrained)
+    else:
+        path = args.params
+        if not os.path.isfile(path):
+            raise ValueError("--params %s: no such file" % path)
+    return path, read_weights_config(path)
 
-    Flags (``--width-mult``, ``--variant``, ...) override the saved model
-    settings. The parameters are loaded with every name and shape checked.
+
+def _check_flags(args, model, kwargs, config):
+    """Refuse flags that contradict the weights' config (unless --override-config)."""
+    if config is None or getattr(args, "override_config", False):
+        return
+    clash = []
+    if args.model and args.model != config["model"]:
+        clash.append("--model %s (the weights are %s)" % (args.model, config["model"]))
+    for key, value in kwargs.items():
+        if key in config["arch"] and config["arch"][key] != value:
+            clash.append("--%s %s (the weights need %s)" % (key.replace("_", "-"), value,
+                                                           config["arch"][key]))
+    if clash:
+        raise ValueError("%s contradict%s the weights' config %s; leave %s out, or add "
+                         "--override-config to use %s anyway"
+                         % (", ".join(clash), "s" if len(clash) == 1 else "",
+                            config.get("_path", "file"), "it" if len(clash) == 1 else "them",
+                            "it" if len(clash) == 1 else "them"))
+
+
+def load_trained(args, classes=None, ctx=None):
+    """The network of ``--params`` (or ``--pretrained``), built as its config says.
+
+    The weights' config (``FILE.json`` beside the file, written by resattn
+    with every ``.params``; see :func:`resattn.io.write_weights_config`) gives
+    the model, its architecture arguments and the preprocessing; without one,
+    ``--model`` or the run's ``config.json`` does. Flags that contradict the
+    config are refused unless ``--override-config``. The parameters are loaded
+    with every name and shape checked.
 
     Parameters
     ----------
     args : argparse.Namespace
         Of :func:`add_model_args` with ``trained=True``.
     classes : int, optional
-        Classifier size; default config.json's, else the one stored in the file.
+        Classifier size where neither the config nor config.json says; else
+        the one stored in the file.
     ctx : mxnet.Context, optional
 
     Returns
     -------
     (net, model name, saved config dict)
+        The saved dict is the run's ``config.json`` (empty without one), with
+        ``'weights'``: the weights' config or None, and ``'preprocessing'``:
+        ``input_size``, ``mean``, ``std`` (for images in [0, 1]) and
+        ``class_names`` to apply.
     """
-    from .. import get_model
-    from ..io import assign_parameters, read_params
-    if not os.path.isfile(args.params):
-        raise ValueError("--params %s: no such file" % args.params)
-    saved = saved_config(args.params)
-    model = args.model or saved.get("model")
-    if not model:
-        raise ValueError("--model is required (no config.json beside %s)" % args.params)
-    kwargs = model_kwargs(args, saved)
-    arrays = read_params(args.params)  # once: for the classifier size and the load
+    from .. import get_model, model_config
+    from ..io import assign_parameters, config_path, read_params
+    from ..models.weights import normalization
+    path, config = _weights_file(args)
+    saved = saved_config(path)
+    flags = model_kwargs(args)
+    if config is not None:
+        config["_path"] = config_path(path)
+        _check_flags(args, args.model, flags, config)
+        model = args.model if (args.model and args.override_config) else config["model"]
+        kwargs = dict(config["arch"], **flags)
+    else:
+        model = args.model or saved.get("model")
+        if not model:
+            raise ValueError("--model is required (%s has no config %s and no config.json "
+                             "beside it)" % (path, config_path(path)))
+        kwargs = model_kwargs(args, saved)
+    arrays = read_params(path)  # once: for the classifier size and the load
     weight = arrays.get("output.weight")
-    classes = classes or saved.get("classes") or (weight is not None and weight.shape[0])
-    if classes:
-        kwargs["classes"] = int(classes)
+    if "classes" not in kwargs:
+        classes = saved.get("classes") or (weight is not None and weight.shape[0]) or classes
+        if classes:
+            kwargs["classes"] = int(classes)
     net = get_model(model, **kwargs)
-    assign_parameters(net, arrays, ctx=ctx, source=args.params)
+    assign_parameters(net, arrays, ctx=ctx, source=path)
+    pre = (config or {}).get("preprocessing")
+    if pre:
+        mean, std = normalization(pre)
+        prep = {"input_size": pre.get("input_size"), "mean": mean, "std": std}
+    else:  # mean and std None: the dataset's own normalisation
+        prep = {"input_size": model_config(model)["input_size"], "mean": None, "std": None}
+    prep["class_names"] = (config or {}).get("class_names")
+    saved = dict(saved, weights=config, preprocessing=prep, params_path=path)
     return net, model, saved
 
 

@@ -16,10 +16,23 @@ def _convert_args(p):
 @command("convert", "convert GluonCV, PyTorch-reference or seed weights to a resattn file",
          _convert_args)
 def _convert(args):
+    from .. import model_config
+    from ..io import config_path, write_weights_config
     from ..models.convert import convert_file
+    from ..models.weights import conversion_config
     kwargs = {k: v for k, v in (("variant", args.variant), ("classes", args.classes))
               if v is not None}
+    cfg = model_config(args.model)
+    arch = dict({"variant": cfg["variant"], "classes": cfg["classes"]}, **kwargs)
     convert_file(args.model, args.weights, args.source, args.out, **kwargs)
-    print("wrote %s (%s weights from %s, source %s)" % (args.out, args.model, args.weights,
-                                                        args.source))
+    config = conversion_config(args.model, args.source, args.weights, arch, cfg)
+    write_weights_config(args.out, **config)
+    pre = config["preprocessing"]
+    tag = config["provenance"].get("tag")
+    print("wrote %s (%s weights from %s, source %s%s) and its config %s: preprocessing %dx%d, "
+          "pixels / %g, mean %s, std %s" % (
+              args.out, args.model, args.weights, args.source,
+              ", published as %s" % tag if tag else "", config_path(args.out),
+              pre["input_size"], pre["input_size"], pre["scale"], tuple(pre["mean"]),
+              tuple(pre["std"])))
     return 0

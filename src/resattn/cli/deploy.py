@@ -32,8 +32,9 @@ def _export_args(p):
 def _export(args):
     from .. import deploy, model_config
     check_choice("--format", args.format, EXPORT_FORMATS)
-    net, model, _ = load_trained(args, classes=args.classes)
-    size = args.input_size or model_config(model)["input_size"]
+    net, model, saved = load_trained(args, classes=args.classes)
+    size = args.input_size or saved["preprocessing"]["input_size"] or \
+        model_config(model)["input_size"]
     if args.format == "symbol":
         sym_path, params_path = deploy.export_symbol(net, args.out, size)
         print("wrote %s and %s (load with resattn.deploy.load_symbol(%r))"
@@ -82,8 +83,12 @@ def _quantize(args):
     if args.calib_batches < 1:
         raise ValueError("--calib-batches must be >= 1, got %d" % args.calib_batches)
     amx = False if args.no_amx else deploy.enable_amx()  # before any operator runs
-    net, model, _ = load_trained(args, classes=args.classes)
+    net, model, saved = load_trained(args, classes=args.classes)
     data_kw = data_kwargs(args)
+    prep = saved["preprocessing"]
+    if saved["weights"] is not None and prep["mean"] is not None:
+        # Calibrate (and evaluate) on what the weights expect, not the dataset's statistics.
+        data_kw.update(normalize=(prep["mean"], prep["std"]), image_size=prep["input_size"])
     info = dataset_info(args.calib_dataset)
     # Calibrate on training images without augmentation, in a fixed shuffled order.
     np.random.seed(0)

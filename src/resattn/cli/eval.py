@@ -17,10 +17,28 @@ def _eval(args):
     info = dataset_info(args.dataset)
     net, model, saved = load_trained(args, classes=info["classes"], ctx=ctx[0])
     net.hybridize(static_alloc=True)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError("--batch-size must be >= 1, got %d" % args.batch_size)
+    data_kw = data_kwargs(args)
+    prep = saved["preprocessing"]
+    if saved["weights"] is not None and prep["mean"] is not None:
+        # The weights' own preprocessing, not the dataset's statistics.
+        data_kw.update(normalize=(prep["mean"], prep["std"]), image_size=prep["input_size"])
     data = get_data_loader(args.dataset, False, args.batch_size or 128,
-                           seed=saved.get("seed", 0), **data_kwargs(args))
+                           seed=saved.get("seed", 0), **data_kw)
     res = evaluate(net, data, ctx, info["classes"])
     print("%s on %s (%d images): top1 %.4f top5 %.4f loss %.4f" % (
         model, args.dataset, res["samples"], res["top1"], res["top5"], res["loss"]))
+    if "normalize" in data_kw:
+        print("preprocessing from the weights' config: %dx%d, mean %s, std %s" % (
+            prep["input_size"], prep["input_size"], _fmt(prep["mean"]), _fmt(prep["std"])))
+    claimed = ((saved["weights"] or {}).get("provenance") or {}).get("claimed_top1")
+    if claimed is not None:
+        print("claimed by the weights' authors: top1 %.4f (%s)" % (
+            claimed / 100, saved["weights"]["provenance"].get("measured", "")))
     print("top1 %.4f" % res["top1"])
     return 0
+
+
+def _fmt(values):
+    return "(%s)" % ", ".join("%.4g" % v for v in values)

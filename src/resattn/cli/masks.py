@@ -59,7 +59,7 @@ def _masks(args):
     from ..data import dataset_info, get_dataset
     from ..masks import capture, score_by_stage
     from ..viz import plot_masks
-    saved = saved_config(args.params) if os.path.isfile(args.params) else {}
+    saved = saved_config(args.params) if args.params and os.path.isfile(args.params) else {}
     dataset = args.dataset or saved.get("dataset")
     if bool(args.images) == bool(args.dataset and args.index):
         raise ValueError("give image files, or --dataset with --index (not both, not neither)")
@@ -70,13 +70,20 @@ def _masks(args):
     info = dataset_info(dataset) if dataset else None
     classes = saved.get("classes") or (info and info["classes"])
     net, model, saved = load_trained(args, classes=classes)
-    info = info or model_config(model)
+    info = dict(info or model_config(model))
+    normalize = None
+    prep = saved["preprocessing"]
+    if saved["weights"] is not None and prep["mean"] is not None:
+        # The weights' own preprocessing, not the dataset's statistics.
+        normalize = prep["mean"], prep["std"]
+        info.update(mean=prep["mean"], std=prep["std"], input_size=prep["input_size"])
     net.hybridize()
     if args.images:
         x = load_images(args.images, args.input_size or info["input_size"], info["mean"],
                         info["std"])
     else:
-        data = get_dataset(args.dataset, train=False, seed=saved.get("seed", 0))
+        data = get_dataset(args.dataset, train=False, seed=saved.get("seed", 0),
+                           normalize=normalize)
         bad = [i for i in args.index if not 0 <= i < len(data)]
         if bad:
             raise ValueError("--index %s out of range: the %s test split has %d images"
@@ -87,7 +94,7 @@ def _masks(args):
                title="%s: predicted %s" % (model, ", ".join(map(str, logits.argmax(1)))))
     print("wrote %s (%d images x %d attention modules)" % (args.out, len(x), len(masks)))
     if args.score:
-        data = get_dataset(dataset, train=False, seed=saved.get("seed", 0))
+        data = get_dataset(dataset, train=False, seed=saved.get("seed", 0), normalize=normalize)
         images = np.stack([data[i][0].asnumpy() for i in range(len(data))])
         scores = score_by_stage(net, images, data.boxes, reduce=reduce, batch_size=120)
         for stage, value in scores.items():

@@ -5,10 +5,34 @@ from ._base import command, size_type
 def _list_args(p):
     p.add_argument("--input-size", type=size_type, default=None,
                    help="count MACs at this size instead of each model's own")
+    p.add_argument("--pretrained", action="store_true",
+                   help="list the published weights instead: tag, model, preprocessing, "
+                        "claimed accuracy, source")
+
+
+def _list_weights():
+    from ..models.weights import list_weights
+    header = "%-13s %-18s %-8s %5s %-26s %8s  %s" % (
+        "tag", "model", "source", "input", "normalisation (mean/std)", "top-1 %", "file")
+    print(header)
+    print("-" * len(header))
+    for w in list_weights():
+        norm = "none" if tuple(w.std) == (1.0, 1.0, 1.0) and not any(w.mean) else \
+            "ImageNet" if tuple(w.mean) == (0.485, 0.456, 0.406) else "%s/%s" % (w.mean, w.std)
+        print("%-13s %-18s %-8s %5d %-26s %8.2f  %s" % (
+            w.tag + ("*" if w.default else ""), w.model, w.source, w.input_size,
+            "pixels/%g, %s" % (w.scale, norm), w.accuracy, w.url))
+    print("* the default of pretrained=True. Top-1 on CIFAR-10 as claimed by the authors "
+          "(best test-set checkpoint, one 32x32 view); check one with `resattn eval "
+          "--pretrained TAG --dataset cifar10`. Files are verified by git blob id and "
+          "cached in $RESATTN_HOME (default ~/.resattn).")
+    return 0
 
 
 @command("list", "list the models with parameters and multiply-accumulates", _list_args)
 def _list(args):
+    if args.pretrained:
+        return _list_weights()
     from .. import get_model, get_model_list, model_config, profile
     header = "%-26s %-8s %-8s %5s %10s %9s %11s %11s %10s" % (
         "model", "stem", "variant", "input", "params(M)", "paper(M)", "prototxt(M)", "MACs(G)",

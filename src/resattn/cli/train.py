@@ -143,11 +143,18 @@ def _train(args):
                  "model_kwargs": kwargs, "subset": args.subset,
                  "num_workers": args.num_workers, "data_root": args.data_root,
                  "syncbn": args.syncbn}
+        weights = {"model": args.model, "arch": dict(kwargs, classes=info["classes"]),
+                   "preprocessing": {"input_size": info["input_size"],
+                                     "scale": 255.0, "mean": list(info["mean"]),
+                                     "std": list(info["std"])},
+                   "class_names": info.get("class_names"),
+                   "provenance": {"trained_by": "resattn train", "dataset": args.dataset,
+                                  "seed": cfg.seed}}
         history = fit(net, train_data, val_data, args.out, config=cfg, ctx=ctx,
                       classes=info["classes"], resume=args.resume, overwrite=args.overwrite,
                       reinit=not args.finetune,
                       progress=not args.no_progress, kvstore=kv, rank=rank,
-                      extra_config=extra)
+                      extra_config=extra, weights_config=weights)
         if history and rank == 0:
             best = max(history, key=lambda r: r["val_top1"])
             print("best val_top1 %.4f at epoch %d; outputs in %s (best.params, last.params, "

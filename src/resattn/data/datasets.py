@@ -16,7 +16,7 @@ from mxnet.gluon.data import vision
 from .._stats import IMAGENET
 from ._common import check_int
 from .digits import _digits_upscaled
-from .registry import _REGISTRY, _parse
+from .registry import _REGISTRY, _check_stats, _parse
 from .transforms import Preprocess
 
 __all__ = ["ImageDataset", "get_dataset"]
@@ -84,7 +84,7 @@ class _Arrays:
 
 
 def get_dataset(name, train=True, root=None, augment=None, cutout=0, seed=0, image_size=None,
-                subset=None):
+                subset=None, normalize=None):
     """A dataset of ``(x, y)``: normalised (3, H, W) float32 NDArray and int32 label.
 
     Parameters
@@ -115,8 +115,14 @@ def get_dataset(name, train=True, root=None, augment=None, cutout=0, seed=0, ima
         Side of ``x``; None for the dataset's ``input_size``.
     subset : int or None
         Keep only the first ``subset`` items.
+    normalize : (mean, std) or None
+        Per-channel statistics of images in [0, 1] to normalise with instead of
+        the dataset's own: those a model's weights were trained with (their
+        config's preprocessing), ``((0, 0, 0), (1, 1, 1))`` for none.
     """
     spec, path = _parse(name)
+    if normalize is not None:
+        normalize = _check_stats(normalize, "normalize")
     check_int("cutout", cutout, 0)
     check_int("seed", seed, 0)
     check_int("image_size", image_size, 1, allow_none=True)
@@ -138,9 +144,13 @@ def get_dataset(name, train=True, root=None, augment=None, cutout=0, seed=0, ima
         preprocess = Preprocess(size, mean, std, spec.style, augment, flip=spec.flip,
                                 cutout=cutout)
         dataset = ImageDataset(dataset, preprocess, subset, spec.get_classes(path))
+    if normalize is not None:
+        dataset.preprocess.mean = np.asarray(normalize[0], np.float32)
+        dataset.preprocess.std = np.asarray(normalize[1], np.float32)
     if dataset.name is None:
         dataset.name = name
     return dataset
+
 
 
 # --------------------------------------------------------------------------- built-in builders
@@ -243,6 +253,11 @@ def _record_classes(rec, idx):
 def _imagefolder_classes(path):
     """The number of class folders in ``PATH/train``."""
     return len(_synsets(_folder(path, "train")))
+
+
+def _imagefolder_names(path):
+    """The class folders of ``PATH/train``, in label order."""
+    return _synsets(_folder(path, "train"))
 
 
 def _rec_classes(path):

@@ -14,7 +14,7 @@ import difflib
 import importlib
 import os
 
-from .._stats import CIFAR10, CIFAR100, IMAGENET
+from .._stats import CIFAR10, CIFAR10_CLASSES, CIFAR100, DIGIT_CLASSES, IMAGENET
 from ._common import STYLES, check_int
 
 __all__ = ["DATASETS", "DatasetSpec", "register_dataset", "list_datasets", "dataset_spec",
@@ -65,6 +65,9 @@ class DatasetSpec:
         builder returns.
     flip : bool
         Whether augmentation mirrors images of such a source.
+    class_names : sequence of str, callable, str or None
+        Names of the classes in label order, or a function (or reference) that
+        returns them, called as ``classes`` is; None where they have none.
     """
     name: str
     builder: object
@@ -76,6 +79,7 @@ class DatasetSpec:
     takes_root: bool = False
     style: str = "small"
     flip: bool = True
+    class_names: object = None
 
     @property
     def pattern(self):
@@ -101,36 +105,44 @@ class DatasetSpec:
         mean, std = self._measure(self.stats, path)
         return tuple(map(float, mean)), tuple(map(float, std))
 
+    def get_class_names(self, path=None):
+        """The class names in label order, or None."""
+        if self.class_names is None:
+            return None
+        return tuple(str(n) for n in self._measure(self.class_names, path))
+
     def info(self, path=None):
         """What :func:`dataset_info` returns for this dataset (at ``path``)."""
         mean, std = self.get_stats(path)
         return dict(classes=self.get_classes(path), input_size=self.input_size, mean=mean,
-                    std=std, offline=self.offline)
+                    std=std, offline=self.offline, class_names=self.get_class_names(path))
 
 
 _REGISTRY = {}
 
 
-def _check_stats(stats):
+def _check_stats(stats, name="stats"):
     try:
         mean, std = (tuple(float(v) for v in part) for part in stats)
     except (TypeError, ValueError):
         mean = std = ()
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ValueError("stats must be (mean, std), each 3 floats with std > 0, or a "
-                         "function returning them; got %r" % (stats,))
+        raise ValueError("%s must be (mean, std), each 3 floats with std > 0%s; got %r"
+                         % (name, ", or a function returning them" if name == "stats" else "",
+                            stats))
     return mean, std
 
 
 def register_dataset(name, *, classes, input_size, stats, offline=True, takes_path=False,
-                     takes_root=False, style="small", flip=True, builder=None):
+                     takes_root=False, style="small", flip=True, builder=None,
+                     class_names=None):
     """Register a dataset under ``name``, so every function taking a dataset name knows it.
 
     Parameters
     ----------
     name : str
         Non-empty, without ':'. A name registered twice is an error.
-    classes, input_size, stats, offline, takes_path, takes_root, style, flip
+    classes, input_size, stats, offline, takes_path, takes_root, style, flip, class_names
         The fields of :class:`DatasetSpec`.
     builder : callable, str or None
         Called as ``builder(train, **options)`` with the keyword arguments
@@ -169,7 +181,8 @@ def register_dataset(name, *, classes, input_size, stats, offline=True, takes_pa
     >>> del _REGISTRY['squares_doc_example']
     """
     fields = dict(classes=classes, input_size=input_size, stats=stats, offline=offline,
-                  takes_path=takes_path, takes_root=takes_root, style=style, flip=flip)
+                  takes_path=takes_path, takes_root=takes_root, style=style, flip=flip,
+                  class_names=class_names)
     if builder is None:
         def wrap(fn):
             register_dataset(name, builder=fn, **fields)
@@ -282,17 +295,19 @@ def dataset_info(name):
 _PKG = __package__
 
 register_dataset("cifar10", classes=10, input_size=32, stats=CIFAR10, offline=False,
-                 takes_root=True, builder=_PKG + ".datasets:build_cifar10")
+                 takes_root=True, builder=_PKG + ".datasets:build_cifar10",
+                 class_names=CIFAR10_CLASSES)
 register_dataset("cifar100", classes=100, input_size=32, stats=CIFAR100, offline=False,
                  takes_root=True, builder=_PKG + ".datasets:build_cifar100")
 register_dataset("digits", classes=10, input_size=32, stats=_PKG + ".digits:_digits_stats",
-                 flip=False, builder=_PKG + ".datasets:build_digits")
+                 flip=False, builder=_PKG + ".datasets:build_digits", class_names=DIGIT_CLASSES)
 register_dataset("cluttered-digits", classes=10, input_size=64,
                  stats=_PKG + ".synthetic:_cluttered_stats", style="fixed", flip=False,
-                 builder=_PKG + ".synthetic:build_cluttered_digits")
+                 builder=_PKG + ".synthetic:build_cluttered_digits", class_names=DIGIT_CLASSES)
 register_dataset("imagefolder", classes=_PKG + ".datasets:_imagefolder_classes",
                  input_size=224, stats=IMAGENET, takes_path=True, style="imagenet",
-                 builder=_PKG + ".datasets:build_imagefolder")
+                 builder=_PKG + ".datasets:build_imagefolder",
+                 class_names=_PKG + ".datasets:_imagefolder_names")
 register_dataset("rec", classes=_PKG + ".datasets:_rec_classes", input_size=224,
                  stats=IMAGENET, takes_path=True, style="imagenet",
                  builder=_PKG + ".datasets:build_rec")

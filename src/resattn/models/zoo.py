@@ -7,18 +7,21 @@ spec bound (:func:`resattn.models.register_model`), so
 ``resattn.models.zoo.attention92_cifar()`` and ``get_model('attention92_cifar')``
 are the same thing.
 """
+import difflib
 import functools
 import inspect
 import os
 
 from .. import _stats
-from ..io import load_parameters, read_params, sha1_file
+from ..io import (config_path, load_parameters, read_params, read_weights_config, save_weights,
+                  sha1_file)
 from ._registry import get_spec, list_models, register_alias, register_model, resolve
 from .blocks import PostActResNeXtUnit, ResNeXtUnit, ResidualUnit
 from .network import ResidualAttentionNet
+from .weights import Weights, default_weights, get_weights, weights_tags
 
 __all__ = ["MODEL_SPECS", "GLUONCV_ALIASES", "get_model", "get_model_list", "get_model_spec", "register_model",
-           "model_config", "load_pretrained", "short_hash"]
+           "model_config", "load_pretrained", "fetch_weights", "short_hash"]
 
 _IMAGENET = dict(stem="imagenet", stem_channels=64, widths=(256, 512, 1024, 2048),
                  stages=(1, 2, 3), final_stride=2, variant="official", classes=1000,
@@ -154,24 +157,141 @@ def _build(arch, width_mult=1.0, last_gamma=False, **kwargs):
 
 
 def short_hash(name):
-    """First 8 hex digits of the published SHA-1 of ``name``'s weights."""
+    """First 8 hex digits of the SHA-1 of ``name``'s own resattn file (``ModelSpec.weights``)."""
     sha1 = get_spec(name).weights
     if not sha1:
         with_weights = sorted(n for n in list_models() if get_spec(n).weights)
-        raise ValueError("no published resattn weights for %r (models with weights: %s). Pass "
-                         "a file path as pretrained=..., or convert another implementation's "
-                         "weights with resattn.models.convert.load_params / `resattn convert`."
-                         % (name, ", ".join(with_weights) or "none yet"))
+        raise ValueError("no resattn weight file registered for %r (models with one: %s); "
+                         "published weights of other implementations: resattn list "
+                         "--pretrained" % (name, ", ".join(with_weights) or "none"))
     return sha1[:8]
 
 
-def load_pretrained(net, name, pretrained, ctx=None, root=None, source=None):
-    """Load weights into ``net``: ``True`` for the published file, or a path.
+class _Pretrained:
+    """What ``pretrained=`` resolved to: a published entry, or a file (with its config)."""
 
-    ``True`` looks for ``{root}/{name}-{sha1[:8]}.params`` and checks its
-    SHA-1; where no file was published for ``name``, a ValueError says so.
-    A path with ``source`` (an alias's naming scheme, e.g. ``'gluoncv'``) is
-    read as that implementation's file unless it holds resattn's own names.
+    def __init__(self, name, pretrained, source=None):
+        self.name, self.source = name, source
+        self.entry = self.path = self.config = None
+        if pretrained is True:
+            self.entry = default_weights(name, missing_ok=True)
+            if self.entry is None:
+                if get_spec(name).weights:
+                    self.path = True  # the model's own file under root (ModelSpec.weights)
+                    return
+                default_weights(name)  # raises, listing the models that have weights
+        elif isinstance(pretrained, Weights) or (isinstance(pretrained, str)
+                                                 and pretrained in weights_tags()):
+            self.entry = get_weights(pretrained)
+            if self.entry.model != name:
+                raise ValueError("weights %r are for %s, not %s: get_model(%r, pretrained=%r)"
+                                 % (self.entry.tag, self.entry.model, name, self.entry.model,
+                                    self.entry.tag))
+        elif isinstance(pretrained, (str, os.PathLike)):
+            self.path = os.fspath(pretrained)
+            if not os.path.isfile(self.path):
+                close = difflib.get_close_matches(self.path, weights_tags(), n=3)
+                raise ValueError("pretrained=%r is neither a file nor a published weights tag%s "
+                                 "(%s)" % (self.path, ", did you mean %s?" % " or ".join(close)
+                                           if close else "", ", ".join(weights_tags())))
+            self.config = read_weights_config(self.path)
+            if self.config is not None and self.config["model"] != name:
+                raise ValueError("%s holds weights of %s (its config %s says so), not %s"
+                                 % (self.path, self.config["model"], config_path(self.path),
+                                    name))
+        else:
+            raise ValueError("pretrained must be False, True, a weights tag (%s) or a path, got "
+                             "%r" % (", ".join(weights_tags()) or "none", pretrained))
+
+    @property
+    def arch(self):
+        if self.entry is not None:
+            return dict(self.entry.arch)
+        return dict(self.config["arch"]) if self.config else {}
+
+    def what(self):
+        return ("weights %r" % self.entry.tag) if self.entry else (
+            "%s (config %s)" % (self.path, config_path(self.path)))
+
+    def merge(self, implied, user):
+        """Builder arguments: the alias's, then the weights', then the user's, which may not
+        contradict the weights'."""
+        arch = self.arch
+        clash = ["%s=%r (the weights need %r)" % (k, user[k], arch[k])
+                 for k in sorted(set(arch) & set(user)) if user[k] != arch[k]]
+        if clash:
+            raise ValueError("%s contradict%s %s; leave %s out, or build the model yourself and "
+                             "call resattn.io.load_parameters(net, path) to load the weights "
+                             "into another architecture on purpose"
+                             % (", ".join(clash), "s" if len(clash) == 1 else "", self.what(),
+                                "it" if len(clash) == 1 else "them"))
+        return dict(implied, **dict(arch, **user))
+
+    def load(self, net, ctx=None, root=None):
+        if self.entry is not None:
+            path = fetch_weights(self.entry, root=root, net=net, ctx=ctx)
+            load_parameters(net, path, ctx=ctx)
+            return path
+        return load_pretrained(net, self.name, True if self.path is True else self.path,
+                               ctx=ctx, root=root, source=self.source)
+
+
+def fetch_weights(weights, root=None, progress=True, net=None, ctx=None):
+    """The resattn file of published weights: downloaded, verified and converted once.
+
+    The published file is downloaded into the cache (``root``, else
+    ``$RESATTN_HOME``, else ``~/.resattn``; see :mod:`resattn.hub`) and
+    verified by its git blob id; it is converted to resattn's names once, and
+    the converted file (``<tag>-<blob[:8]>.resattn.params``, with its config
+    beside it) is what later calls return, offline.
+
+    Parameters
+    ----------
+    weights : str or Weights
+        A tag (``resattn list --pretrained``) or an entry.
+    root : str, optional
+        Cache folder.
+    progress : bool
+        Show a download progress bar.
+    net : ResidualAttentionNet, optional
+        The network to convert into (built from the entry when not given).
+
+    Returns
+    -------
+    str
+        Path of the converted ``.params`` file.
+    """
+    from .. import hub
+    entry = get_weights(weights)
+    folder = os.path.join(hub.cache_dir(root), "weights")
+    converted = os.path.join(folder, "%s-%s.resattn.params" % (entry.tag, entry.blob[:8]))
+    if os.path.isfile(converted):
+        try:
+            config = read_weights_config(converted)
+        except ValueError:
+            config = None  # corrupted: convert again
+        if config and (config.get("provenance") or {}).get("blob") == entry.blob:
+            return converted
+    raw = hub.download(entry.url, entry.blob, filename=entry.filename, root=root,
+                       progress=progress)
+    from .convert import load_params
+    if net is None:
+        net = get_model(entry.model, **entry.arch)
+    load_params(net, raw, entry.source, ctx=ctx)
+    save_weights(net, converted, entry.model, arch=entry.arch,
+                 preprocessing=entry.preprocessing(), class_names=entry.class_names,
+                 provenance=entry.provenance())
+    return converted
+
+
+def load_pretrained(net, name, pretrained, ctx=None, root=None, source=None):
+    """Load weights into ``net``: ``True`` for the model's own resattn file, or a path.
+
+    ``True`` looks for ``{root}/{name}-{sha1[:8]}.params`` (``ModelSpec.weights``)
+    and checks its SHA-1. A path with ``source`` (an alias's naming scheme, e.g.
+    ``'gluoncv'``) is read as that implementation's file unless it holds
+    resattn's own names. Published weights of other implementations are
+    loaded by tag through :func:`get_model` (``pretrained='seed-97.14'``).
     """
     if pretrained is True:
         expected = get_spec(name).weights
@@ -196,6 +316,7 @@ def load_pretrained(net, name, pretrained, ctx=None, root=None, source=None):
         from .convert import load_params
         load_params(net, path, source, ctx=ctx)
     else:
+        read_weights_config(path)  # a file that does not match its config is refused
         load_parameters(net, path, ctx=ctx)
     return path
 
@@ -207,13 +328,18 @@ def get_model(name, pretrained=False, ctx=None, root=None, **kwargs):
     ----------
     name : str
         A name from :func:`get_model_list`.
-    pretrained : bool or str, default False
-        ``True`` loads the published weights (SHA-1 checked) from ``root``; a
-        path loads that file. Models without published weights say so.
+    pretrained : bool, str or Weights, default False
+        ``True`` loads the model's default published weights
+        (``resattn list --pretrained``), a tag such as ``'seed-95.41'`` those
+        weights, and a path that file. Published weights are downloaded into
+        the cache once (``root``), verified by their git blob id and converted
+        once. The architecture arguments the weights need (their config:
+        ``variant``, ``classes``, ...) are applied; ``kwargs`` that contradict
+        them are refused. Models without published weights say so.
     ctx : Context, default ``mx.cpu()``
         Where the loaded parameters live.
-    root : str, default ``~/.mxnet/models``
-        Directory of published weight files.
+    root : str, default ``$RESATTN_HOME`` or ``~/.resattn``
+        Cache of downloaded weights.
     **kwargs
         Overrides of :class:`ResidualAttentionNet` arguments (``classes``,
         ``attention``, ``learning``, ``variant``, ``norm_layer``, ...) and
@@ -226,9 +352,15 @@ def get_model(name, pretrained=False, ctx=None, root=None, **kwargs):
     Dense(1024 -> 100, linear)
     """
     spec, implied, source = resolve(name)
-    net = spec.builder(**dict(implied, **kwargs))
+    plan = None
     if pretrained is not False and pretrained is not None:
-        load_pretrained(net, spec.name, pretrained, ctx=ctx, root=root, source=source)
+        plan = _Pretrained(spec.name, pretrained, source)
+        net_kwargs = plan.merge(implied, kwargs)
+    else:
+        net_kwargs = dict(implied, **kwargs)
+    net = spec.builder(**net_kwargs)
+    if plan is not None:
+        plan.load(net, ctx=ctx, root=root)
     return net
 
 

@@ -163,18 +163,27 @@ class Checkpointer(Callback):
     Each is a ``.params`` / ``.states`` pair written by
     :func:`~resattn.training.checkpoint.save_checkpoint`. With ``save=False``
     (the other workers of a job, whose rank 0 writes) it only says where the
-    checkpoint to resume from is.
+    checkpoint to resume from is. ``weights_config`` (``model``, ``arch``,
+    ``preprocessing``, ``class_names``, ``provenance``) is written beside each
+    ``.params`` as its config (:func:`resattn.io.write_weights_config`).
     """
 
-    def __init__(self, out_dir, save=True):
+    def __init__(self, out_dir, save=True, weights_config=None):
         self.last = os.path.join(out_dir, "last")
         self.best = os.path.join(out_dir, "best")
         self.save = save
+        self.weights_config = weights_config
 
     def _save(self, trainer, prefix):
         meta = dict(trainer.state.state_dict(), config=trainer.config_dict(),
                     workers=trainer.workers.num_workers)
-        save_checkpoint(prefix, trainer.net, trainer.checkpointable_trainer, meta)
+        weights = None
+        if self.weights_config:
+            weights = dict(self.weights_config)
+            weights["provenance"] = dict(weights.get("provenance") or {},
+                                         epoch=trainer.state.epoch, batch=trainer.state.batch,
+                                         checkpoint=os.path.basename(prefix))
+        save_checkpoint(prefix, trainer.net, trainer.checkpointable_trainer, meta, weights)
 
     def on_epoch_end(self, trainer, row, improved):
         if not self.save:
@@ -202,14 +211,16 @@ class CurvePlotter(Callback):
         plot_curves(trainer.state.history, self.path)
 
 
-def default_callbacks(out_dir, writer=True, progress=True, extra_config=None):
+def default_callbacks(out_dir, writer=True, progress=True, extra_config=None,
+                      weights_config=None):
     """The callbacks of ``resattn train``: only the writer (rank 0) writes files."""
     callbacks = [InterruptHandler()]
     if progress:
         callbacks.append(ProgressBar())
     if writer:
         callbacks += [RunConfig(out_dir, extra_config), MetricsLogger(out_dir),
-                      Checkpointer(out_dir), CurvePlotter(out_dir)]
+                      Checkpointer(out_dir, weights_config=weights_config),
+                      CurvePlotter(out_dir)]
     else:
         callbacks.append(Checkpointer(out_dir, save=False))
     return callbacks

@@ -9,14 +9,19 @@ import os
 import pickle
 import tempfile
 
-from ..io import atomic_write, load_parameters, sha1_file
+from ..io import atomic_write, config_path, load_parameters, sha1_file, write_weights_config
 
 __all__ = ["save_checkpoint", "load_checkpoint", "prepare_run_dir", "remove_stale_temporaries",
            "write_metrics", "write_log"]
 
 
-def save_checkpoint(prefix, net, trainer, meta):
+def save_checkpoint(prefix, net, trainer, meta, weights_config=None):
     """Write ``prefix.params`` and ``prefix.states`` so that no crash loses a good pair.
+
+    With ``weights_config`` (keyword arguments of
+    :func:`resattn.io.write_weights_config`: ``model``, ``arch``,
+    ``preprocessing``, ...), ``prefix.params.json`` describes the parameters,
+    so that ``resattn eval``, ``predict``, ``masks`` and ``export`` need no flags.
 
     The states file carries the trainer's optimizer state (None without a
     trainer, as in ``dist_async`` where the servers hold it), ``meta`` and the
@@ -42,6 +47,11 @@ def save_checkpoint(prefix, net, trainer, meta):
     if os.path.exists(states_path):
         os.replace(states_path, states_path + ".prev")
     atomic_write(states_path, write_states)
+    if weights_config:
+        # The config describes the new parameters: written (for the file's final name) just
+        # before they take that name.
+        write_weights_config(tmp_params, **weights_config)
+        os.replace(config_path(tmp_params), config_path(params_path))
     os.replace(tmp_params, params_path)
     if os.path.exists(states_path + ".prev"):
         os.remove(states_path + ".prev")

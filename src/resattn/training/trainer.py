@@ -405,7 +405,7 @@ class Trainer:
 
 def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None, resume=False,
         progress=True, extra_config=None, kvstore=None, rank=0, overwrite=False, reinit=True,
-        callbacks=None, **overrides):
+        callbacks=None, weights_config=None, **overrides):
     """Train ``net`` and write metrics, checkpoints and curves into ``out_dir``.
 
     A thin wrapper: a :class:`Trainer` with :func:`~resattn.training.callbacks.default_callbacks`.
@@ -458,6 +458,10 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
         its place.
     callbacks : list of Callback, optional
         Replace the default callbacks.
+    weights_config : dict, optional
+        ``model``, ``arch``, ``preprocessing``, ``class_names``, ``provenance``:
+        written beside every checkpoint's ``.params`` as its config
+        (:func:`resattn.io.write_weights_config`), as ``resattn train`` does.
 
     Returns
     -------
@@ -469,7 +473,8 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
     writer = trainer.rank == 0
     prepare_run_dir(out_dir, resume=resume, overwrite=overwrite, writer=writer)
     trainer.callbacks = list(callbacks) if callbacks is not None else default_callbacks(
-        out_dir, writer=writer, progress=progress, extra_config=extra_config)
+        out_dir, writer=writer, progress=progress, extra_config=extra_config,
+        weights_config=weights_config)
     last = os.path.join(out_dir, "last")
     try:
         return trainer.fit(train_data, val_data, resume_from=last if resume else None,

@@ -1,0 +1,421 @@
+"""resattn.hub: the verified weight-file cache, against a loopback HTTP server."""
+import os
+import subprocess
+import sys
+import threading
+import warnings
+
+import pytest
+
+from loopback import git_blob
+from resattn import hub
+
+SIZE = 200_000
+EMPTY_BLOB = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # git hash-object /dev/null
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A fresh cache folder via $RESATTN_HOME; no retry delays."""
+    monkeypatch.setenv("RESATTN_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(hub, "_RETRY_DELAY", 0)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def data():
+    return os.urandom(SIZE)
+
+
+def leftovers(folder):
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+# ------------------------------------------------------------------- blob ids
+
+
+def test_blob_id_matches_git_hash_object(tmp_path):
+    path = tmp_path / "w.params"
+    path.write_bytes(os.urandom(3 * hub._CHUNK // 2))  # more than one chunk
+    out = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert hub.blob_id(path) == out
+    assert hub.blob_id(str(path)) == out
+    assert hub.blob_id(path.read_bytes()) == out
+    assert hub.blob_id(bytearray(path.read_bytes())) == out
+    assert hub.blob_id(b"") == EMPTY_BLOB
+
+
+def test_blob_id_rejects_other_types():
+    with pytest.raises(TypeError, match="got int"):
+        hub.blob_id(42)
+
+
+# ------------------------------------------------------------------ cache dir
+
+
+def test_cache_dir_default_env_and_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("RESATTN_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert hub.cache_dir() == str(tmp_path / ".resattn")
+    monkeypatch.setenv("RESATTN_HOME", "")  # empty counts as unset
+    assert hub.cache_dir() == str(tmp_path / ".resattn")
+    monkeypatch.setenv("RESATTN_HOME", "~/elsewhere")
+    assert hub.cache_dir() == str(tmp_path / "elsewhere")
+    assert hub.cache_dir(tmp_path / "given") == str(tmp_path / "given")
+    assert not os.path.exists(tmp_path / ".resattn")  # a query creates nothing
+    assert not os.path.exists(tmp_path / "elsewhere")
+
+
+def test_env_and_root_decide_where_files_land(server, cache, data, tmp_path):
+    blob = server.add("/w.params", data)
+    path = hub.download(server.base + "/w.params", blob, progress=False)
+    assert path == str(cache / "weights" / "w.params")
+    other = hub.download(server.base + "/w.params", blob, root=tmp_path / "r",
+                         filename="renamed.params", progress=False)
+    assert other == str(tmp_path / "r" / "weights" / "renamed.params")
+    assert open(other, "rb").read() == data
+    assert hub.is_cached("renamed.params", blob, root=tmp_path / "r")
+    assert not hub.is_cached("renamed.params", blob)  # not in $RESATTN_HOME
+
+
+# ------------------------------------------------------------------ downloads
+
+
+def test_first_download_then_offline_reuse(server, cache, data):
+    blob = server.add("/w.params", data)
+    url = server.base + "/w.params"
+    assert not hub.is_cached(url, blob)
+    path = hub.download(url, blob, progress=False)
+    assert os.path.isabs(path) and open(path, "rb").read() == data
+    assert server.ranges() == [None]
+    assert leftovers(cache / "weights") == ["w.params", "w.params.blob", "w.params.lock"]
+    assert hub.is_cached(url, blob) and hub.is_cached("w.params", blob)
+    assert not hub.is_cached(url, git_blob(b"other"))
+
+    assert hub.download(url, blob, progress=False) == path
+    assert len(server.requests) == 1  # the second call made no request
+    server.stop()
+    assert hub.download(url, blob, progress=False) == path  # works offline
+    assert len(server.requests) == 1
+
+
+def test_sidecar_skips_hashing_but_a_changed_file_is_hashed_again(server, cache, data,
+                                                                   monkeypatch):
+    blob = server.add("/w.params", data)
+    path = hub.download(server.base + "/w.params", blob, progress=False)
+    real_blob_id = hub.blob_id
+
+    def no_hashing(_):
+        raise AssertionError("hashed although the sidecar matches")
+
+    monkeypatch.setattr(hub, "blob_id", no_hashing)
+    assert hub.is_cached("w.params", blob)
+    monkeypatch.setattr(hub, "blob_id", real_blob_id)
+
+    st = os.stat(path)
+    with open(path, "r+b") as f:  # same size, other bytes, mtime put back
+        f.write(bytes([data[0] ^ 0xFF]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.path.getsize(path) == SIZE
+    assert not hub.is_cached("w.params", blob)
+
+
+def test_cut_connection_is_resumed_with_range(server, cache, data):
+    blob = server.add("/w.params", data)
+    server.cut["/w.params"] = [50_000, 2]
+    path = hub.download(server.base + "/w.params", blob, progress=False, retries=1)
+    assert open(path, "rb").read() == data
+    assert server.requests == [("/w.params", None, 200),
+                               ("/w.params", "bytes=50000-", 206),
+                               ("/w.params", "bytes=100000-", 206)]
+    assert not os.path.exists(path + ".part")
+
+
+def test_server_ignoring_range_restarts_from_zero(server, cache, data):
+    blob = server.add("/w.params", data)
+    server.cut["/w.params"] = [50_000, 1]
+    server.ignore_range.add("/w.params")
+    path = hub.download(server.base + "/w.params", blob, progress=False)
+    assert open(path, "rb").read() == data
+    assert server.requests == [("/w.params", None, 200), ("/w.params", "bytes=50000-", 200)]
+
+
+def test_read_timeout_is_retried_and_resumed(server, cache, data):
+    blob = server.add("/w.params", data)
+    server.stall["/w.params"] = [70_000, 1]
+    path = hub.download(server.base + "/w.params", blob, progress=False, timeout=0.3)
+    assert open(path, "rb").read() == data
+    assert server.ranges() == [None, "bytes=70000-"]
+
+
+def test_transient_http_error_is_retried(server, cache, data):
+    blob = server.add("/w.params", data)
+    server.status["/w.params"] = [503]
+    path = hub.download(server.base + "/w.params", blob, progress=False)
+    assert open(path, "rb").read() == data
+    assert [s for _, _, s in server.requests] == [503, 200]
+
+
+def test_complete_part_file_is_accepted_after_416(server, cache, data):
+    blob = server.add("/w.params", data)
+    (cache / "weights").mkdir(parents=True)
+    (cache / "weights" / "w.params.part").write_bytes(data)  # crashed before the rename
+    path = hub.download(server.base + "/w.params", blob, progress=False)
+    assert open(path, "rb").read() == data
+    assert server.requests == [("/w.params", "bytes=%d-" % SIZE, 416)]
+
+
+def test_corrupted_download_raises_and_leaves_nothing(server, cache, data):
+    blob = server.add("/w.params", data)
+    wrong = os.urandom(SIZE)
+    server.corrupt["/w.params"] = wrong
+    url = server.base + "/w.params"
+    with pytest.raises(ValueError) as info:
+        hub.download(url, blob, progress=False)
+    message = str(info.value)
+    assert url in message and blob in message and git_blob(wrong) in message
+    assert "corrupted download or a different file; it was deleted" in message
+    assert leftovers(cache / "weights") == ["w.params.lock"]
+
+    del server.corrupt["/w.params"]  # the next try starts clean and succeeds
+    assert open(hub.download(url, blob, progress=False), "rb").read() == data
+
+
+def test_wrong_part_prefix_is_caught_and_deleted(server, cache, data):
+    blob = server.add("/w.params", data)
+    (cache / "weights").mkdir(parents=True)
+    (cache / "weights" / "w.params.part").write_bytes(os.urandom(1000))  # not this file
+    with pytest.raises(ValueError, match=blob):
+        hub.download(server.base + "/w.params", blob, progress=False)
+    assert server.ranges() == ["bytes=1000-"]
+    assert leftovers(cache / "weights") == ["w.params.lock"]
+
+
+def _assert_by_hand_message(message, url, final, blob):
+    assert url in message
+    assert "download %s with a browser or curl and save it as %s (its git blob id must be %s)" \
+        % (url, final, blob) in message
+    assert "or pass the file's path instead" in message
+
+
+def test_404_raises_download_error(server, cache):
+    blob = git_blob(b"missing")
+    url = server.base + "/missing.params"
+    with pytest.raises(hub.DownloadError) as info:
+        hub.download(url, blob, progress=False)
+    err = info.value
+    assert isinstance(err, OSError)
+    assert "HTTP error 404" in str(err)
+    final = str(cache / "weights" / "missing.params")
+    _assert_by_hand_message(str(err), url, final, blob)
+    assert (err.url, err.path, err.blob) == (url, final, blob)
+    assert err.__cause__ is None and err.__suppress_context__  # one clean traceback
+    assert len(server.requests) == 1  # a 404 is not retried
+    assert leftovers(cache / "weights") == ["missing.params.lock"]
+
+
+def test_closed_port_raises_download_error(server, cache, data):
+    blob = server.add("/w.params", data)
+    url = server.base + "/w.params"
+    server.stop()
+    with pytest.raises(hub.DownloadError) as info:
+        hub.download(url, blob, progress=False)
+    assert "refused" in str(info.value).lower()
+    _assert_by_hand_message(str(info.value), url, str(cache / "weights" / "w.params"), blob)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_stale_wrong_final_file_is_replaced(server, cache, data):
+    blob = server.add("/w.params", data)
+    (cache / "weights").mkdir(parents=True)
+    final = cache / "weights" / "w.params"
+    final.write_bytes(b"an old, different file")
+    with pytest.warns(UserWarning, match=git_blob(b"an old, different file")):
+        path = hub.download(server.base + "/w.params", blob, progress=False)
+    assert path == str(final) and final.read_bytes() == data
+    assert len(server.requests) == 1
+
+
+def test_file_placed_by_hand_is_used(server, cache, data):
+    blob = git_blob(data)  # the server does not have it
+    (cache / "weights").mkdir(parents=True)
+    (cache / "weights" / "w.params").write_bytes(data)
+    path = hub.download(server.base + "/w.params", blob, progress=False)
+    assert path == str(cache / "weights" / "w.params")
+    assert server.requests == []
+    assert leftovers(cache / "weights") == ["w.params", "w.params.blob"]  # no lock taken
+
+
+def test_exhausted_retries_keep_part_and_next_call_completes(server, cache, data):
+    blob = server.add("/w.params", data)
+    server.cut["/w.params"] = [60_000, 5]
+    url = server.base + "/w.params"
+    with pytest.raises(hub.DownloadError, match="gave up after 1 tries"):
+        hub.download(url, blob, progress=False, retries=0)
+    final = cache / "weights" / "w.params"
+    assert not final.exists()
+    assert (cache / "weights" / "w.params.part").read_bytes() == data[:60_000]
+
+    server.cut.clear()
+    assert open(hub.download(url, blob, progress=False), "rb").read() == data
+    assert server.ranges() == [None, "bytes=60000-"]
+
+
+def test_retries_count_failures_without_progress(server, cache, data):
+    blob = server.add("/w.params", data)
+    server.cut["/w.params"] = [0, 10]  # hang up before any byte, every time
+    with pytest.raises(hub.DownloadError, match="gave up after 3 tries"):
+        hub.download(server.base + "/w.params", blob, progress=False, retries=2)
+    assert len(server.requests) == 3
+
+
+def test_interrupt_leaves_nothing_at_final_name(server, cache, data, monkeypatch):
+    blob = server.add("/w.params", data)
+    monkeypatch.setattr(hub, "_CHUNK", 16_384)
+    real_update = hub._Progress.update
+
+    def interrupt(self, n):
+        real_update(self, n)
+        if self.done >= 32_768:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(hub._Progress, "update", interrupt)
+    url = server.base + "/w.params"
+    with pytest.raises(KeyboardInterrupt):
+        hub.download(url, blob, progress=False)
+    assert leftovers(cache / "weights") == ["w.params.lock", "w.params.part"]
+    have = os.path.getsize(cache / "weights" / "w.params.part")
+    assert 0 < have < SIZE
+
+    monkeypatch.setattr(hub._Progress, "update", real_update)
+    path = hub.download(url, blob, progress=False)  # the lock was released; resumes
+    assert open(path, "rb").read() == data
+    assert server.ranges() == [None, "bytes=%d-" % have]
+
+
+def test_concurrent_downloads_share_one_transfer(server, cache, data):
+    blob = server.add("/w.params", data)
+    server.stall["/w.params"] = [10_000, 1]  # hold the first transfer until released
+    url = server.base + "/w.params"
+    results, errors = [], []
+
+    def fetch():
+        try:
+            results.append(hub.download(url, blob, progress=False, timeout=5))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(3)]
+    for t in threads:
+        t.start()
+    while not server.requests:
+        threading.Event().wait(0.01)
+    threading.Event().wait(0.1)  # the others are now waiting on the lock
+    server.release.set()  # the stalled transfer ends (cut); it is resumed
+    for t in threads:
+        t.join(5)
+    assert errors == []
+    assert results == [str(cache / "weights" / "w.params")] * 3
+    assert open(results[0], "rb").read() == data
+    assert server.ranges() == [None, "bytes=10000-"]  # one transfer, resumed once
+
+
+# -------------------------------------------------------------------- progress
+
+
+def test_progress_on_non_tty_stderr(server, cache, data, capsys):
+    blob = server.add("/w.params", data)
+    hub.download(server.base + "/w.params", blob, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert err.splitlines() == ["downloading w.params (0.2 MB)", "w.params: 0.2 MB received"]
+
+
+def test_progress_with_unknown_size_on_a_tty(server, cache, data, monkeypatch):
+    blob = server.add("/w.params", data)
+    server.no_length.add("/w.params")
+
+    class Terminal:
+        def __init__(self):
+            self.text = ""
+
+        def isatty(self):
+            return True
+
+        def write(self, s):
+            self.text += s
+
+        def flush(self):
+            pass
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    path = hub.download(server.base + "/w.params", blob, progress=True)
+    assert open(path, "rb").read() == data
+    assert term.text.startswith("\rw.params 0 bytes") and term.text.endswith("0.2 MB\n")
+
+
+def test_progress_bar_with_known_size_on_a_tty(monkeypatch):
+    class Terminal:
+        text = ""
+
+        def isatty(self):
+            return True
+
+        def write(self, s):
+            Terminal.text += s
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    bar = hub._Progress("w.params", 1_000_000, 0, True)
+    bar.update(500_000)
+    bar.last = 0  # let the next draw through
+    bar.update(500_000)
+    bar.close()
+    assert "1.0 MB / 1.0 MB 100%" in Terminal.text and Terminal.text.endswith("\n")
+
+
+# ------------------------------------------------------------------ arguments
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"blob": "xyz"}, "40 hex digits.*'xyz'"),
+    ({"url": "ftp://host/w.params"}, "http:// or https://.*ftp://host/w.params"),
+    ({"url": "http://host/dir/"}, "pass filename="),
+    ({"filename": "a/b.params"}, "plain file name.*'a/b.params'"),
+    ({"filename": "w.params.part"}, "plain file name.*'w.params.part'"),
+    ({"timeout": 0}, "timeout must be a positive number.*0"),
+    ({"retries": -1}, "retries must be an int >= 0.*-1"),
+])
+def test_bad_arguments_are_named(cache, kwargs, match):
+    args = {"url": "http://127.0.0.1:9/w.params", "blob": EMPTY_BLOB, "progress": False}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        hub.download(**args)
+    assert not os.path.exists(cache)  # nothing created, nothing fetched
+
+
+def test_is_cached_without_a_cache_creates_nothing(cache):
+    assert not hub.is_cached("http://example.invalid/w.params", EMPTY_BLOB)
+    assert not hub.is_cached("w.params", EMPTY_BLOB.upper())
+    assert not os.path.exists(cache)
+
+
+def test_import_is_light():
+    code = "import sys, resattn.hub; print('mxnet' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=30).stdout.split()
+    assert out == ["False"]
+
+
+def test_warning_points_at_the_caller(server, cache, data):
+    blob = server.add("/w.params", data)
+    (cache / "weights").mkdir(parents=True)
+    (cache / "weights" / "w.params").write_bytes(b"stale")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hub.download(server.base + "/w.params", blob, progress=False)
+    assert [os.path.basename(w.filename) for w in caught] == ["test_hub.py"]
