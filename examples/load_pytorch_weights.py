@@ -1,22 +1,18 @@
-"""Use the PyTorch reference's CIFAR-10 weights in resattn.
+"""Use published weights in resattn: a tag, or a file of the PyTorch reference or the seed.
 
-The public PyTorch implementation (tengshaofeng/ResidualAttentionNetwork-
-pytorch) publishes ``model_92_sgd.pkl``, a ``state_dict`` of its
-``ResidualAttentionModel_92_32input_update`` (95.4% on CIFAR-10). This script
-converts it into a resattn ``.params`` file for ``attention92_cifar``, the
-same as ``resattn convert --model attention92_cifar --source pytorch
-model_92_sgd.pkl -o OUT``, then classifies images with it.
+With a tag (``resattn list --pretrained``) the file is downloaded once into
+the cache and verified by its git blob id; a local file (the PyTorch
+reference's ``model_92_sgd.pkl``, a seed ``.param``) is converted into a
+resattn ``.params`` with its config beside it, the same as ``resattn convert``.
+Either way the config says how the weights want their input: the PyTorch
+reference's were trained on ``pixels / 255`` and nothing else, the seed's on
+``pixels / 255`` normalised with the *ImageNet* mean and std; this script
+applies it, as ``resattn eval`` and ``resattn predict`` do.
+Tutorial: docs/tutorials/pytorch_weights.md.
 
-That model was trained on images scaled to [0, 1] *without* mean/std
-normalisation, so its inputs here are ``pixels / 255`` and nothing else: the
-CIFAR-10 mean and std of ``model_config('attention92_cifar')`` would cost
-it most of its accuracy. Tutorial: docs/tutorials/pytorch_weights.md.
-
-    python examples/load_pytorch_weights.py model_92_sgd.pkl -o a92-pytorch.params
-    python examples/load_pytorch_weights.py model_92_sgd.pkl -o a92-pytorch.params \\
+    python examples/load_pytorch_weights.py pytorch-95.4 --image cat.png   # a tag
+    python examples/load_pytorch_weights.py model_92_sgd.pkl -o a92.params \
         --eval-cifar10 --gpus 0                      # expect top-1 about 0.954
-    python examples/load_pytorch_weights.py model_92_sgd.pkl -o a92-pytorch.params \\
-        --image cat.png --image ship.jpg
 """
 import argparse
 import sys
@@ -25,17 +21,19 @@ import mxnet as mx
 import numpy as np
 
 from resattn import get_model
+from resattn.io import read_weights_config
 from resattn.models.convert import convert_file
-from resattn.io import load_parameters
+from resattn.models.weights import normalization, weights_tags
+from resattn.models.zoo import fetch_weights
 from resattn.training import get_context
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                   "ship", "truck")
 
-
-def to_unit_range(images):
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [0, 1]: the reference's only preprocessing."""
-    return np.ascontiguousarray(np.asarray(images, np.float32).transpose(0, 3, 1, 2) / 255.0)
+def normalise(images, preprocessing):
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32, as the weights' config says."""
+    mean, std = (np.asarray(v, np.float32).reshape(1, 3, 1, 1)
+                 for v in normalization(preprocessing))
+    x = np.asarray(images, np.float32).transpose(0, 3, 1, 2) / 255.0
+    return np.ascontiguousarray((x - mean) / std)
 
 
 def read_images(paths, size=32):
@@ -49,24 +47,21 @@ def read_images(paths, size=32):
     return np.stack(images)
 
 
-def eval_cifar10(net, ctx, root=None, subset=None, batch_size=128):
-    """Top-1 on the CIFAR-10 test set with [0, 1] inputs (downloads CIFAR-10 on first use)."""
-    from mxnet import gluon
+def eval_cifar10(net, ctx, preprocessing, root=None, subset=None, batch_size=128):
+    """Top-1 on the CIFAR-10 test set with the weights' preprocessing (downloads CIFAR-10)."""
+    from resattn.data import get_data_loader
     from resattn.training import evaluate
-    kwargs = {} if root is None else {"root": root}
-    test = gluon.data.vision.CIFAR10(train=False, **kwargs)
-    if subset:
-        test = gluon.data.SimpleDataset([test[i] for i in range(min(subset, len(test)))])
-    test = test.transform_first(
-        lambda img: mx.nd.array(to_unit_range(img.asnumpy()[None])[0]))
-    loader = gluon.data.DataLoader(test, batch_size=batch_size)
+    loader = get_data_loader("cifar10", False, batch_size, root=root, subset=subset,
+                             normalize=normalization(preprocessing))
     return evaluate(net, loader, ctx, classes=10)
 
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("weights", help="PyTorch state_dict, e.g. model_92_sgd.pkl")
-    p.add_argument("-o", "--out", required=True, help="resattn .params file to write")
+    p.add_argument("weights", help="a published tag (pytorch-95.4, seed-97.14, ...) or a file")
+    p.add_argument("-o", "--out", default=None,
+                   help="resattn .params file to write (needed for a file)")
+    p.add_argument("--source", default="pytorch", help="format of a file: pytorch or seed")
     p.add_argument("--model", default="attention92_cifar")
     p.add_argument("--image", action="append", default=[], help="classify this image file")
     p.add_argument("--eval-cifar10", action="store_true",
@@ -79,27 +74,35 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    # Loaded with torch.load(weights_only=True): a file that carries code is refused.
-    # Any missing, unexpected or misshaped parameter is named in a ValueError.
-    convert_file(args.model, args.weights, "pytorch", args.out)
-    print("wrote %s" % args.out)
+    if args.weights in weights_tags():
+        path = fetch_weights(args.weights)  # downloaded, verified and converted once
+    else:
+        if not args.out:
+            raise SystemExit("-o/--out is needed to convert a file")
+        # Read with torch.load(weights_only=True): a file that carries code is refused.
+        # Any missing, unexpected or misshaped parameter is named in a ValueError.
+        path = convert_file(args.model, args.weights, args.source, args.out)
+        print("wrote %s and its config %s.json" % (path, path))
+    config = read_weights_config(path)
+    pre = config["preprocessing"]
+    print("preprocessing: %dx%d, pixels / %g, mean %s, std %s" % (
+        pre["input_size"], pre["input_size"], pre["scale"], pre["mean"], pre["std"]))
 
     ctx = get_context(args.gpus)
-    net = get_model(args.model)  # variant='gluoncv', the reference's mask wiring
-    load_parameters(net, args.out, ctx=ctx[0])
+    net = get_model(config["model"], pretrained=path, ctx=ctx[0])  # arch from the config
     net.hybridize(static_alloc=True)
+    names = config["class_names"]
 
     if args.image:
-        x = mx.nd.array(to_unit_range(read_images(args.image)), ctx=ctx[0])
+        x = mx.nd.array(normalise(read_images(args.image, pre["input_size"]), pre), ctx=ctx[0])
         probs = mx.nd.softmax(net(x)).asnumpy()
-        for path, p in zip(args.image, probs):
+        for image, p in zip(args.image, probs):
             top = np.argsort(-p)[:3]
-            print("%s: %s" % (path, ", ".join("%s %.3f" % (CIFAR10_CLASSES[k], p[k])
-                                              for k in top)))
+            print("%s: %s" % (image, ", ".join("%s %.3f" % (names[k], p[k]) for k in top)))
     if args.eval_cifar10:
-        res = eval_cifar10(net, ctx, args.data_root, args.subset)
-        print("CIFAR-10 test (%d images, inputs in [0, 1]): top-1 %.4f top-5 %.4f loss %.4f"
-              % (res["samples"], res["top1"], res["top5"], res["loss"]))
+        res = eval_cifar10(net, ctx, pre, args.data_root, args.subset)
+        print("CIFAR-10 test (%d images, the weights' preprocessing): top-1 %.4f top-5 %.4f "
+              "loss %.4f" % (res["samples"], res["top1"], res["top5"], res["loss"]))
     return 0
 
 

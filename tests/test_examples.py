@@ -123,6 +123,9 @@ def test_load_pytorch_weights(tmp_path, capsys):
         [str(tmp_path / "model_92_sgd.pkl"), "-o", str(out), "--image", str(images)]) == 0
     text = capsys.readouterr().out
     assert "wrote" in text and "a.png:" in text
+    # The reference's preprocessing, from the config the conversion wrote.
+    assert "preprocessing: 32x32, pixels / 255, mean [0.0, 0.0, 0.0], std [1.0, 1.0, 1.0]" \
+        in text
     converted = resattn.get_model("attention92_cifar")
     load_parameters(converted, str(out))
     x = mx.nd.random.uniform(shape=(2, 3, 32, 32))

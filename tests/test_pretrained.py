@@ -340,3 +340,26 @@ def test_weights_config_json_is_plain(tmp_path):
         raw = json.load(f)
     assert raw["format"] == "resattn-weights" and raw["version"] == 1
     assert raw["class_names"] == ["a", "b"] and len(raw["sha1"]) == 40
+
+
+def test_a_gluoncv_imagenet_file_keeps_gluoncv_wiring(tmp_path):
+    """Converted into attention56 (official by default), a GluonCV file's config records
+    variant='gluoncv', so loading it computes what GluonCV computes."""
+    from conftest import randomize_batchnorm
+    from resattn.models.convert import convert_file
+    ref = get_model("attention56", width_mult=SMALL, variant="gluoncv")
+    ref.initialize(mx.init.Xavier())
+    x = mx.nd.array(np.random.RandomState(1).uniform(-1, 1, (1, 3, 64, 64)))
+    ref(x)
+    randomize_batchnorm(ref)
+    names = foreign_names(ref, "gluoncv")
+    src = str(tmp_path / "residualattentionnet56.params")
+    arrays = {names[k]: p.data() for k, p in ref._collect_params_with_prefix().items()}
+    arrays["fc.weight"] = arrays["fc.weight"].reshape((1000, -1, 1, 1))  # GluonCV's 1x1 conv
+    mx.nd.save(src, arrays)
+    out = convert_file("attention56", src, "gluoncv", str(tmp_path / "a56.params"),
+                       width_mult=SMALL)
+    assert read_weights_config(out)["arch"]["variant"] == "gluoncv"
+    net = get_model("attention56", pretrained=out)
+    assert net.variant == "gluoncv"
+    assert rel_diff(net(x), ref(x)) < 1e-5

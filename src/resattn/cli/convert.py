@@ -7,7 +7,8 @@ def _convert_args(p):
     p.add_argument("--model", required=True, help="resattn model to load into")
     p.add_argument("--source", required=True, choices=SOURCES, help="format of the input file")
     p.add_argument("--variant", choices=VARIANTS, default=None,
-                   help="mask wiring of the resattn model (default: the model's)")
+                   help="mask wiring recorded with the weights (default: gluoncv, the "
+                        "wiring of all three foreign implementations)")
     p.add_argument("--classes", type=int, default=None, help="classes of the file")
     p.add_argument("weights", help="foreign weight file")
     p.add_argument("-o", "--out", required=True, help="resattn .params file to write")
@@ -16,17 +17,12 @@ def _convert_args(p):
 @command("convert", "convert GluonCV, PyTorch-reference or seed weights to a resattn file",
          _convert_args)
 def _convert(args):
-    from .. import model_config
-    from ..io import config_path, write_weights_config
+    from ..io import config_path, read_weights_config
     from ..models.convert import convert_file
-    from ..models.weights import conversion_config
     kwargs = {k: v for k, v in (("variant", args.variant), ("classes", args.classes))
               if v is not None}
-    cfg = model_config(args.model)
-    arch = dict({"variant": cfg["variant"], "classes": cfg["classes"]}, **kwargs)
-    convert_file(args.model, args.weights, args.source, args.out, **kwargs)
-    config = conversion_config(args.model, args.source, args.weights, arch, cfg)
-    write_weights_config(args.out, **config)
+    config = read_weights_config(convert_file(args.model, args.weights, args.source, args.out,
+                                              **kwargs))
     pre = config["preprocessing"]
     tag = config["provenance"].get("tag")
     print("wrote %s (%s weights from %s, source %s%s) and its config %s: preprocessing %dx%d, "

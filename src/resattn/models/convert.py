@@ -645,19 +645,27 @@ def load_params(net, weights, source, ctx=None):
 
 
 def convert_file(model_name, weights, source, out_path, **model_kwargs):
-    """Build ``model_name``, load ``weights`` from ``source`` and save a resattn ``.params``.
+    """Build ``model_name``, load ``weights`` from ``source`` and save a resattn ``.params``
+    with its config beside it (``out_path + '.json'``).
 
-    The file is written atomically; it holds the same parameters for either
-    ``variant``, so build the network that uses it with the wiring of the
-    source (``variant='gluoncv'`` for GluonCV's, the reference's and the
-    seed's weights, the default of the CIFAR models).
+    The config (:func:`resattn.io.write_weights_config`) records the model, the
+    architecture arguments, and the preprocessing the weights were trained
+    with: a published file (recognised by its git blob id, see
+    :mod:`resattn.models.weights`) brings its entry's, any other that of its
+    implementation (:data:`~resattn.models.weights.SOURCE_NORMALIZATION`: the
+    seed's ImageNet mean and std, the PyTorch reference's pixels / 255), so
+    that ``resattn eval`` and ``predict`` apply it. Both files are written
+    atomically. The wiring recorded is ``variant='gluoncv'``, that of
+    GluonCV, the reference and the seed, unless ``variant`` is given (a GluonCV
+    ImageNet file converted into ``attention56`` then runs as GluonCV runs it,
+    not with the model's default official wiring).
 
     Parameters
     ----------
     model_name : str
         A name from :func:`resattn.get_model_list`.
     weights, source
-        As for :func:`load_params`.
+        As for :func:`load_params`; ``weights`` is a path here.
     out_path : str or os.PathLike
         The ``.params`` file to write.
     **model_kwargs
@@ -666,10 +674,18 @@ def convert_file(model_name, weights, source, out_path, **model_kwargs):
     Returns
     -------
     str
-        ``out_path``.
+        ``out_path``; :func:`resattn.io.read_weights_config` reads the config.
     """
-    from .zoo import get_model
+    from ..io import save_weights
+    from .weights import conversion_config
+    from .zoo import get_model, model_config
     _check_source(source)
+    if source != "resattn":
+        # All three foreign implementations wire their masks as variant='gluoncv'.
+        model_kwargs.setdefault("variant", "gluoncv")
     net = get_model(model_name, **model_kwargs)
     load_params(net, weights, source)
-    return save_parameters(net, out_path)
+    cfg = model_config(model_name)
+    arch = dict({"variant": cfg["variant"], "classes": cfg["classes"]}, **model_kwargs)
+    config = conversion_config(model_name, source, os.fspath(weights), arch, cfg)
+    return save_weights(net, out_path, **config)
