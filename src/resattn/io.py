@@ -5,6 +5,7 @@ names and shapes and every parser of an ``N`` / ``HxW`` size in resattn is
 here. Importing this module does not import MXNet (the command-line parser
 uses :func:`parse_size`).
 """
+import errno
 import hashlib
 import json
 import os
@@ -16,31 +17,115 @@ __all__ = ["atomic_write", "write_json", "sha1_file", "parse_size", "input_shape
            "read_weights_config", "save_weights"]
 
 
+class WriteError(OSError, ValueError):
+    """An output file could not be written: ``filename`` is the file, ``strerror`` why.
+
+    Raised by :func:`atomic_write` (and so by every writer of resattn's files)
+    for a read-only or full disk, an output path that is a directory, a
+    directory that is a regular file, ...; its message is one line,
+    ``cannot write PATH: REASON``. It is an OSError (``errno``, ``strerror``,
+    ``filename`` as the system gave them) and also a ValueError, so that the
+    command line reports it as the user's to fix: one line, exit status 2.
+    """
+
+    def __str__(self):
+        return "cannot write %s: %s" % (self.filename, self.strerror)
+
+
+#: What MXNet's own file writes (dmlc-core ``FileStream``) say instead of an errno.
+_MXNET_WRITE_FAILURES = ("FileStream.Write incomplete", "LocalFileSystem: Check failed")
+
+
+def _non_directory_ancestor(path):
+    """The nearest existing ancestor of ``path`` that is not a directory, or None."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and not os.path.lexists(parent):
+        up = os.path.dirname(parent)
+        if up == parent:
+            return None
+        parent = up
+    return parent if parent and not os.path.isdir(parent) else None
+
+
+def _free_bytes(directory):
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):
+        return None
+    blocks = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
+    return blocks * st.f_frsize
+
+
+def write_error(path, err):
+    """The :class:`WriteError` for a failure ``err`` while writing ``path``, or None.
+
+    ``err`` is an OSError, or an MXNet error from one of MXNet's own file
+    writes (which carry no errno: a full disk is recognised by the free space
+    left). None when ``err`` is neither, to be raised as it is.
+    """
+    path = os.fspath(path)
+    if isinstance(err, WriteError):
+        return err
+    if isinstance(err, OSError):
+        ancestor = _non_directory_ancestor(path)
+        if ancestor is not None and err.errno in (errno.ENOTDIR, errno.EEXIST, errno.ENOENT):
+            return WriteError(errno.ENOTDIR, "%s is a file, not a directory" % ancestor, path)
+        if err.errno == errno.EISDIR:
+            return WriteError(errno.EISDIR, "it is a directory", path)
+        return WriteError(err.errno, err.strerror or _first_line(err), path)
+    if isinstance(err, RuntimeError) and any(m in str(err) for m in _MXNET_WRITE_FAILURES):
+        free = _free_bytes(os.path.dirname(os.path.abspath(path)))
+        if free is not None and free < (1 << 20):
+            return WriteError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        return WriteError(errno.EIO, "MXNet could not finish the file (%s; a full disk or "
+                                     "quota?)" % _first_line(err).strip(), path)
+    return None
+
+
 def atomic_write(path, write):
     """Call ``write(tmp_path)`` and move the result over ``path`` in one rename.
 
     A crash or a full disk during ``write`` leaves ``path`` as it was; the
     temporary file lives in the same directory so the rename is atomic, and
     it is fsynced before the rename so that a power cut cannot leave an
-    empty file behind the new name.
+    empty file behind the new name. On any failure the temporary file is
+    removed.
+
+    Raises
+    ------
+    WriteError
+        (an OSError and a ValueError) naming ``path`` and the reason, when
+        the file cannot be written: a read-only or full disk, ``path`` a
+        directory, a directory of it a regular file, ... (also when MXNet's
+        own writer, used by ``write``, fails).
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
+    tmp = None
     try:
+        if os.path.isdir(path):  # before the work of ``write``: the rename would fail
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                                   dir=directory)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    except BaseException as err:
+        if tmp is not None:
+            try:
+                if os.path.lexists(tmp):
+                    os.remove(tmp)
+            except OSError:
+                pass
+        clear = write_error(path, err) if isinstance(err, Exception) else None
+        if clear is not None and clear is not err:
+            raise clear from None
         raise
     return path
 
@@ -150,14 +235,44 @@ def read_weights_config(params_path, verify=True):
     return config
 
 
+#: Largest input side (pixels) :func:`parse_size` and :func:`input_shape` accept. One
+#: 3-channel float32 image of 8192x8192 is 768 MiB and the activations of a network are
+#: tens of times more; beyond that no accelerator or workstation holds a forward pass.
+MAX_INPUT_SIDE = 8192
+
+
+def _check_sides(sides, shown):
+    """ValueError unless every side is at most :data:`MAX_INPUT_SIDE`."""
+    if max(sides) > MAX_INPUT_SIDE:
+        h, w = (sides[0], sides[0]) if len(sides) == 1 else sides[-2:]
+        need = 3 * h * w * 4
+        cap = 3 * MAX_INPUT_SIDE * MAX_INPUT_SIDE * 4
+        raise ValueError("input size %s is too large: at most %d pixels per side%s"
+                         % (shown, MAX_INPUT_SIDE,
+                            " (one 3-channel float32 image of %dx%d alone takes %s, the "
+                            "network's activations tens of times more)" % (h, w, _bytes(need))
+                            if need > cap else ""))
+
+
+def _bytes(n):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return ("%d %s" if unit == "bytes" else "%.3g %s") % (n, unit)
+        n /= 1024.0
+
+
 def parse_size(text):
-    """``'32'`` -> 32, ``'45x37'`` (or ``'45,37'``) -> (45, 37); ValueError otherwise."""
+    """``'32'`` -> 32, ``'45x37'`` (or ``'45,37'``) -> (45, 37); ValueError otherwise.
+
+    Each side must be in ``[1, MAX_INPUT_SIDE]`` (:data:`MAX_INPUT_SIDE`, 8192).
+    """
     try:
         parts = [int(p) for p in str(text).lower().replace(",", "x").split("x")]
     except ValueError:
         raise ValueError("input size must be N or HxW, got %r" % (text,)) from None
     if len(parts) not in (1, 2) or min(parts) < 1:
         raise ValueError("input size must be N or HxW with N >= 1, got %r" % (text,))
+    _check_sides(parts, "x".join(map(str, parts)))
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
@@ -172,7 +287,8 @@ def input_shape(size, batch_size=1, channels=3, allow_channels=False):
     Parameters
     ----------
     size : int, (H, W) or, with ``allow_channels``, (C, H, W)
-        Side of a square input or its height and width.
+        Side of a square input or its height and width, each at most
+        :data:`MAX_INPUT_SIDE` (8192).
     batch_size, channels : int
 
     Returns
@@ -191,6 +307,7 @@ def input_shape(size, batch_size=1, channels=3, allow_channels=False):
     if not _positive_int(batch_size):
         raise ValueError("batch_size must be an integer >= 1, got %r" % (batch_size,))
     dims = tuple(int(d) for d in dims)
+    _check_sides(dims[-2:], "x".join(map(str, dims[-2:])))
     if len(dims) == 2:
         dims = (channels,) + dims
     return (int(batch_size),) + dims
@@ -205,8 +322,9 @@ def read_params(path, what="an MXNet parameter file"):
     """The named arrays of an MXNet ``.params`` file, ``arg:``/``aux:`` prefixes removed.
 
     Files written by ``save_parameters`` and by ``HybridBlock.export`` are
-    read alike. A missing, truncated or foreign file, or one holding an
-    unnamed list, is a ValueError that names it.
+    read alike. A missing, truncated, corrupted or foreign file (whatever
+    ``mx.nd.load`` raises on it), or one holding an unnamed list, is a
+    ValueError that names it.
     """
     import mxnet as mx
     path = os.fspath(path)
@@ -214,9 +332,14 @@ def read_params(path, what="an MXNet parameter file"):
         raise ValueError("%s: no such file" % path)
     try:
         loaded = mx.nd.load(path)
-    except mx.base.MXNetError as err:
+    except Exception as err:  # noqa: B902 - MXNetError, or a name that is not UTF-8, or ...
+        # A damaged file fails in many ways: MXNet's own checks (MXNetError), a parameter
+        # name whose bytes are not UTF-8 (UnicodeDecodeError), a length field that asks
+        # for absurd memory (MemoryError); each is named here with the file.
         raise ValueError("cannot read %s as %s (truncated, corrupted, or a PyTorch file?): %s"
-                         % (path, what, _first_line(err))) from None
+                         % (path, what, "%s: %s" % (type(err).__name__, _first_line(err))
+                            if not isinstance(err, mx.base.MXNetError)
+                            else _first_line(err))) from None
     if not isinstance(loaded, dict):
         raise ValueError("%s holds an unnamed list of arrays, not named parameters" % path)
     return {k.split(":", 1)[1] if k.startswith(("arg:", "aux:")) else k: v

@@ -1,0 +1,61 @@
+"""resattn computes on every physical core unless told otherwise (resattn._threads)."""
+import os
+
+import pytest
+
+from conftest import run_python
+from resattn import _threads
+
+
+def _fake_topology(tmp_path, cores):
+    """A sysfs with CPU i on (package, core) = cores[i]."""
+    for cpu, (package, core) in enumerate(cores):
+        topo = tmp_path / ("cpu%d" % cpu) / "topology"
+        topo.mkdir(parents=True)
+        (topo / "core_id").write_text("%d\n" % core)
+        (topo / "physical_package_id").write_text("%d\n" % package)
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("cores, cpus, expected", [
+    ([(0, 0), (0, 1), (0, 2), (0, 3)], [0, 1, 2, 3], 4),           # no hyper-threads
+    ([(0, 0), (0, 0), (0, 1), (0, 1)], [0, 1, 2, 3], 2),           # 2 threads per core
+    ([(0, 0), (0, 0), (0, 1), (0, 1)], [0, 1], 1),                 # affinity: one core's threads
+    ([(0, 0), (1, 0), (0, 1), (1, 1)], [0, 1, 2, 3], 4),           # two sockets, same core ids
+])
+def test_physical_cores_from_affinity_and_topology(tmp_path, cores, cpus, expected):
+    assert _threads.physical_cores(cpus, sysfs=_fake_topology(tmp_path, cores)) == expected
+
+
+def test_no_topology_counts_every_cpu(tmp_path):
+    assert _threads.physical_cores([0, 1, 2], sysfs=str(tmp_path)) == 3
+
+
+def test_configure_sets_respects_and_steps_aside():
+    env = {}
+    n, why = _threads.configure(env, modules={})
+    assert env["OMP_NUM_THREADS"] == str(n) == str(_threads.physical_cores())
+    assert "physical core" in why
+    env = {"OMP_NUM_THREADS": "3"}
+    assert _threads.configure(env, modules={}) == (3, "OMP_NUM_THREADS=3, set in the "
+                                                      "environment")
+    assert env == {"OMP_NUM_THREADS": "3"}
+    env = {"RESATTN_AUTO_THREADS": "0"}
+    assert _threads.configure(env, modules={})[0] is None and "OMP_NUM_THREADS" not in env
+    env = {}
+    n, why = _threads.configure(env, modules={"mxnet": object()})
+    assert n is None and "imported before resattn" in why and env == {}
+
+
+def test_import_resattn_sets_the_threads_before_mxnet():
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    code = ("import os, resattn, resattn._threads as t; import mxnet; "
+            "print(os.environ['OMP_NUM_THREADS'], t.CHOICE[0])")
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(_threads.physical_cores())] * 2
+    proc = run_python("-c", "import mxnet, resattn._threads as t; print(t.CHOICE[1])")
+    assert proc.returncode == 0 and "OMP_NUM_THREADS" in proc.stdout
