@@ -124,7 +124,7 @@ def test_unknown_model_suggests_close_names():
 
 
 def test_pretrained_without_published_weights_says_so():
-    with pytest.raises(ValueError, match="no published resattn weights for 'attention56'"):
+    with pytest.raises(ValueError, match="no published weights for 'attention56'"):
         get_model("attention56", pretrained=True)
 
 

@@ -5,8 +5,13 @@ builders here are those of 'cifar10', 'cifar100', 'digits',
 'imagefolder:PATH' and 'rec:PATH'.
 """
 import functools
+import io
 import os
+import stat
 import struct
+import tarfile
+import warnings
+import zlib
 
 import mxnet as mx
 import numpy as np
@@ -19,7 +24,16 @@ from .digits import _digits_upscaled
 from .registry import _REGISTRY, _check_stats, _parse
 from .transforms import Preprocess
 
-__all__ = ["ImageDataset", "get_dataset"]
+__all__ = ["ImageDataset", "get_dataset", "MAX_IMAGE_PIXELS"]
+
+#: The largest image, in pixels (width x height), that 'imagefolder:PATH' and 'rec:PATH'
+#: decode. It is read from the image's header before any pixel is decoded, so a
+#: 'decompression bomb' (a small file that claims, say, 100000 x 100000 pixels) is refused
+#: without allocating its 30 GB. 2**28 pixels is 16384 x 16384, at 3 bytes a pixel 768 MiB
+#: decoded (and 4 times that as float32 before resizing). The environment variable
+#: ``RESATTN_MAX_IMAGE_PIXELS``, where set, overrides this value; assigning
+#: ``resattn.data.datasets.MAX_IMAGE_PIXELS`` changes it for this process.
+MAX_IMAGE_PIXELS = 2 ** 28
 
 
 class ImageDataset(gluon.data.Dataset):
@@ -156,18 +170,67 @@ def get_dataset(name, train=True, root=None, augment=None, cutout=0, seed=0, ima
 # --------------------------------------------------------------------------- built-in builders
 # Called by get_dataset as the registry says: builder(train, **options).
 
-def _cifar(cls, train, root):
-    return cls(train=train, **({} if root is None else {"root": root}))
+#: ``{name: (title, archive, its SHA-1)}``, as Gluon's CIFAR classes download them.
+_CIFAR = {"cifar10": ("CIFAR-10", "cifar-10-binary.tar.gz",
+                      "fab780a1e191a7eda0f345501ccd62d20f7ed891"),
+          "cifar100": ("CIFAR-100", "cifar-100-binary.tar.gz",
+                       "a0bb982c76b83111308126cc779a992fa506b90b")}
+
+#: What Gluon's download and unpacking of CIFAR raise when it cannot get or read the files
+#: (requests' errors are OSErrors; a bad checksum is a UserWarning, an HTTP error a
+#: RuntimeError).
+_FETCH_ERRORS = (OSError, RuntimeError, UserWarning, EOFError, tarfile.TarError, zlib.error)
+
+
+def _first_line(err):
+    lines = str(err).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    return "%s: %s" % (type(err).__name__, text) if text else type(err).__name__
+
+
+def _cifar(cls, name, train, root):
+    """``cls(train, root)``, Gluon's CIFAR; what stops it is a one-line ValueError.
+
+    Offline, Gluon's download retries five times and raises the last of its chained
+    errors; here that is one ValueError saying where to put the archive by hand.
+    """
+    title, archive, sha1 = _CIFAR[name]
+    where = os.path.expanduser(root) if root is not None \
+        else os.path.join(mx.base.data_dir(), "datasets", name)
+    if os.path.exists(where) and not os.path.isdir(where):
+        raise ValueError("%s: root %r is a file, not a folder; pass the folder that holds (or "
+                         "is to hold) %s" % (title, where, archive))
+    try:
+        return cls(train=train, **({} if root is None else {"root": root}))
+    except _FETCH_ERRORS as err:
+        url = gluon.utils._get_repo_file_url("gluon/dataset/" + name, archive)
+        offline = "use an offline dataset (digits, cluttered-digits, imagefolder:PATH)"
+        path = os.path.join(where, archive)
+        if not os.path.isfile(path):
+            raise ValueError("%s is not in %s and cannot be downloaded (%s): put %s (from %s) "
+                             "in %s, or %s" % (title, where, _first_line(err), archive, url,
+                                               where, offline)) from err
+        if not gluon.utils.check_sha1(path, sha1):
+            raise ValueError("%s: %s is damaged (its SHA-1 is not %s) and cannot be downloaded "
+                             "again (%s): replace it with a copy from %s, or %s"
+                             % (title, path, sha1, _first_line(err), url, offline)) from err
+        raise ValueError("%s: %s could not be unpacked or read in %s (%s); check that the "
+                         "folder is writable and has room for it, or %s"
+                         % (title, path, where, _first_line(err), offline)) from err
 
 
 def build_cifar10(train, root=None, **_):
-    """Gluon's CIFAR-10 split (downloaded on first use into ``root``)."""
-    return _cifar(vision.CIFAR10, train, root)
+    """Gluon's CIFAR-10 split (downloaded on first use into ``root``).
+
+    Without network and without ``root/cifar-10-binary.tar.gz``, a ValueError says where
+    to put that archive by hand.
+    """
+    return _cifar(vision.CIFAR10, "cifar10", train, root)
 
 
 def build_cifar100(train, root=None, **_):
-    """Gluon's CIFAR-100 split (downloaded on first use into ``root``)."""
-    return _cifar(vision.CIFAR100, train, root)
+    """Gluon's CIFAR-100 split (downloaded on first use into ``root``), as :func:`build_cifar10`."""
+    return _cifar(vision.CIFAR100, "cifar100", train, root)
 
 
 def build_digits(train, image_size, **_):
@@ -182,8 +245,36 @@ def _imagenet_style(source, classes, image_size, augment, cutout, subset):
 
 
 def build_imagefolder(train, path, image_size, augment, cutout, subset, **_):
-    """``PATH/{train,val}/<class>/*.jpg|png``; the val classes must be those of train."""
-    source = vision.ImageFolderDataset(_folder(path, "train" if train else "val"), flag=1)
+    """``PATH/{train,val}/<class>/*.jpg|png``; the val classes must be those of train.
+
+    The classes are the sub-folders of the split and the labels their sorted order
+    (the rule of Gluon's ``ImageFolderDataset``). Listing skips what is not a usable
+    image, with *one* warning per split naming the skipped files and why, so that one bad
+    file among thousands does not stop a run:
+
+    - entries that are not regular files, though named like images: a folder
+      ``foo.png/``, a broken or self-referential symbolic link (``loop.png -> loop.png``),
+      a pipe or a device (never opened);
+    - files not named ``.jpg``, ``.jpeg`` or ``.png`` (any case) and files beside the
+      class folders (hidden ones not named like images, such as ``.DS_Store``, without a
+      word);
+    - files that are empty, unreadable, not JPEG or PNG inside (a text file named
+      ``x.png``), damaged in their header, or truncated: a PNG must end with its IEND
+      chunk, a JPEG must have an end-of-image marker after its first scan;
+    - images larger than :data:`MAX_IMAGE_PIXELS` by their header (decompression bombs):
+      never decoded; ``RESATTN_MAX_IMAGE_PIXELS`` raises the limit.
+
+    A JPEG or PNG named with another of these extensions is read as what it is, and data
+    after a JPEG's end marker (as phones append) is allowed. Listing opens each file for
+    its header and its last bytes, never its pixels: some 30 us a file when the files are
+    in the page cache, about 40 s for ImageNet's 1.28 million. A split without a class
+    folder or without a usable image is a ValueError, with the skipped files. An image
+    that passes these checks and still does not decode when its item is read (damaged
+    inside, or changed since listing) is a ValueError naming the file, not a skip: the
+    batch it belongs to cannot be made without it.
+    """
+    root = _folder(path, "train" if train else "val")
+    source = _ImageFiles(root)
     if not train and os.path.isdir(os.path.join(path, "train")):
         expected = _synsets(os.path.join(path, "train"))
         if source.synsets != expected:
@@ -196,18 +287,412 @@ def build_imagefolder(train, path, image_size, augment, cutout, subset, **_):
 
 
 def build_rec(train, path, image_size, augment, cutout, subset, **_):
-    """``PATH/{train,val}.rec`` with their ``.idx``; classes counted on train.rec if present."""
+    """``PATH/{train,val}.rec`` with their ``.idx``; classes counted on train.rec if present.
+
+    Building checks the index against the record file, reading only each record's
+    header: a malformed .idx line, an offset past the end of the .rec or where no record
+    starts, and a record running past the end (a truncated .rec) are ValueErrors naming
+    the file and the record. A record image that does not decode, or is larger than
+    :data:`MAX_IMAGE_PIXELS`, is a ValueError naming it when it is read.
+    """
     rec, idx = _record(path, "train" if train else "val")
     labelled = _record(path, "train") if os.path.isfile(os.path.join(path, "train.idx")) \
         else (rec, idx)
-    return _imagenet_style(vision.ImageRecordDataset(rec, flag=1), _record_classes(*labelled),
-                           image_size, augment, cutout, subset)
+    classes = _record_classes(*labelled)
+    return _imagenet_style(_Records(rec, idx), classes, image_size, augment, cutout, subset)
+
+
+# --------------------------------------------------------------------------- image files
+
+_IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"IEND\xaeB`\x82"  # the IEND chunk's type and (constant) CRC
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers, with the size
+_SHOWN = 5  # skipped files named per reason in the warning
+
+
+class _Unusable(Exception):
+    """Why a file is not a usable image: ``reason`` groups files in the warning."""
+
+    def __init__(self, reason, detail=""):
+        super().__init__(reason + (" (%s)" % detail if detail else ""))
+        self.reason, self.detail = reason, detail
+
+
+def _pixel_limit():
+    """:data:`MAX_IMAGE_PIXELS`, or ``RESATTN_MAX_IMAGE_PIXELS`` where that is set."""
+    text = os.environ.get("RESATTN_MAX_IMAGE_PIXELS", "").strip()
+    if not text:
+        return int(MAX_IMAGE_PIXELS)
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ValueError("RESATTN_MAX_IMAGE_PIXELS must be a positive integer (a number of "
+                         "pixels), got %r" % text)
+    return limit
+
+
+def _check_pixels(width, height):
+    if width < 1 or height < 1:
+        raise _Unusable("damaged", "header says %dx%d pixels" % (width, height))
+    limit = _pixel_limit()
+    if width * height > limit:
+        raise _Unusable("larger than %d pixels (set RESATTN_MAX_IMAGE_PIXELS to allow more)"
+                        % limit, "%dx%d" % (width, height))
+
+
+def _contains(f, start, size, needle):
+    """Whether bytes ``start:size`` of ``f`` contain ``needle``, read in 1 MiB chunks."""
+    f.seek(start)
+    carry = b""
+    while f.tell() < size:
+        chunk = carry + f.read(1 << 20)
+        if needle in chunk:
+            return True
+        if len(chunk) == len(carry):
+            return False
+        carry = chunk[-len(needle) + 1:]
+    return False
+
+
+def _probe_png(f, size, head):
+    if len(head) < 24:
+        raise _Unusable("truncated", "%d bytes" % size)
+    if head[12:16] != b"IHDR":
+        raise _Unusable("damaged", "no IHDR chunk first")
+    _check_pixels(*struct.unpack(">II", head[16:24]))
+    f.seek(max(size - 12, 0))
+    if f.read(12)[4:] != _PNG_IEND and not _contains(f, 8, size, _PNG_IEND):
+        raise _Unusable("truncated", "no IEND chunk")
+
+
+def _probe_jpeg(f, size):
+    pos, dims = 2, None
+    while True:
+        f.seek(pos)
+        mark = f.read(4)
+        if len(mark) < 2:
+            raise _Unusable("truncated", "no scan")
+        if mark[0] != 0xFF:
+            raise _Unusable("damaged", "no marker at byte %d" % pos)
+        kind = mark[1]
+        if kind == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if kind in (0x01, 0xD8) or 0xD0 <= kind <= 0xD7:  # markers without a segment
+            pos += 2
+            continue
+        if kind == 0xD9:
+            raise _Unusable("damaged", "end of image before its scan")
+        if len(mark) < 4:
+            raise _Unusable("truncated", "no scan")
+        length = struct.unpack(">H", mark[2:4])[0]
+        if length < 2:
+            raise _Unusable("damaged", "segment of length %d at byte %d" % (length, pos))
+        if kind in _JPEG_SOF:
+            frame = f.read(5)
+            if len(frame) < 5:
+                raise _Unusable("truncated", "frame header")
+            height, width = struct.unpack(">HH", frame[1:5])
+            _check_pixels(width, height)
+            dims = width, height
+        elif kind == 0xDA:  # start of scan: the size must be known, the end marker follow
+            if dims is None:
+                raise _Unusable("damaged", "scan before the frame header")
+            scan = pos + 2 + length
+            f.seek(max(size - 2, 0))
+            if f.read(2) != b"\xff\xd9" and not _contains(f, scan, size, b"\xff\xd9"):
+                raise _Unusable("truncated", "no end-of-image marker")
+            return
+        pos += 2 + length
+
+
+def _probe(f, size, any_format=False):
+    """Check the image in the binary file ``f`` of ``size`` bytes, from its header and end.
+
+    Raises :class:`_Unusable` unless it is a whole JPEG or PNG of at most
+    :data:`MAX_IMAGE_PIXELS` pixels; with ``any_format``, other formats pass unchecked.
+    """
+    head = f.read(32)
+    if not head:
+        raise _Unusable("empty")
+    if head.startswith(_PNG_SIGNATURE):
+        return _probe_png(f, size, head)
+    if head.startswith(b"\xff\xd8"):
+        return _probe_jpeg(f, size)
+    if not any_format:
+        raise _Unusable("not JPEG or PNG inside")
+
+
+def _probe_file(path):
+    """:func:`_probe` of the file at ``path``, never opening what is not a regular file."""
+    try:
+        st = os.stat(path)
+    except OSError as err:  # broken or looping link
+        raise _Unusable("not a regular file", err.strerror or type(err).__name__) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _Unusable("not a regular file", "a folder" if stat.S_ISDIR(st.st_mode) else "")
+    try:
+        with open(path, "rb") as f:
+            _probe(f, st.st_size)
+    except OSError as err:
+        raise _Unusable("unreadable", err.strerror or type(err).__name__) from None
+
+
+def _last_line(err):
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+def _decode(buf, what, any_format=False):
+    """The (H, W, 3) uint8 RGB image encoded in ``buf``; ValueError naming ``what`` if not.
+
+    The header is checked first (:func:`_probe`), so nothing larger than
+    :data:`MAX_IMAGE_PIXELS` is decoded; then MXNet decodes it, as Gluon's datasets do,
+    and waits for the result so that a failure is raised here.
+    """
+    try:
+        _probe(io.BytesIO(buf), len(buf), any_format)
+    except _Unusable as bad:
+        raise ValueError("%s is not a usable image: %s; remove or replace it"
+                         % (what, bad)) from None
+    try:
+        return mx.image.imdecode(buf, 1).asnumpy()
+    except mx.base.MXNetError as err:
+        raise ValueError("%s cannot be decoded (%s); remove or replace it"
+                         % (what, _last_line(err))) from None
+
+
+class _ImageFiles:
+    """A source of ``(image, label)`` over the listed images of one split folder.
+
+    Attributes ``synsets`` (class names in label order), ``items`` (``(file, label)``)
+    and ``skipped`` (``{reason: [file (detail)]}``), as :func:`build_imagefolder` says.
+    """
+
+    def __init__(self, root):
+        self.root = root
+        self.synsets = _synsets(root)
+        if not self.synsets:
+            raise ValueError("imagefolder: no class folders in %r; expected %s/<class>/"
+                             "*.jpg|png" % (root, root))
+        self.items, self.skipped = [], {}
+        classes = set(self.synsets)
+        tried = 0
+        for name in _listdir(root):
+            if name not in classes and not name.startswith("."):
+                tried += 1
+                self._skip(name, _Unusable("not in a class folder"))
+        for label, cls in enumerate(self.synsets):
+            for name in _listdir(os.path.join(root, cls)):
+                rel = os.path.join(cls, name)
+                if os.path.splitext(name)[1].lower() not in _IMAGE_EXTS:
+                    if not name.startswith("."):
+                        tried += 1
+                        self._skip(rel, _Unusable("not named .jpg, .jpeg or .png"))
+                    continue
+                tried += 1
+                try:
+                    _probe_file(os.path.join(root, rel))
+                except _Unusable as bad:
+                    self._skip(rel, bad)
+                    continue
+                self.items.append((os.path.join(root, rel), label))
+        summary = self._summary(tried)
+        if not self.items:
+            raise ValueError("imagefolder: no usable image in %r; expected %s/<class>/*.jpg|"
+                             "png%s" % (root, root, "; " + summary if summary else ""))
+        if summary:
+            warnings.warn("imagefolder: " + summary, stacklevel=4)
+
+    def _skip(self, rel, bad):
+        self.skipped.setdefault(bad.reason, []).append(
+            rel + (" (%s)" % bad.detail if bad.detail else ""))
+
+    def _summary(self, tried):
+        if not self.skipped:
+            return ""
+        count = sum(map(len, self.skipped.values()))
+        parts = []
+        for reason, files in self.skipped.items():
+            more = " and %d more" % (len(files) - _SHOWN) if len(files) > _SHOWN else ""
+            parts.append("%s: %s%s" % (reason, ", ".join(files[:_SHOWN]), more))
+        return "skipped %d of %d files in %r, which are not usable images: %s" \
+            % (count, tried, self.root, "; ".join(parts))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, idx):
+        path, label = self.items[idx]
+        try:
+            with open(path, "rb") as f:
+                buf = f.read()
+        except OSError as err:
+            raise ValueError("imagefolder: cannot read %r (%s), listed when the dataset was "
+                             "built; restore it or build the dataset again"
+                             % (path, err.strerror or type(err).__name__)) from None
+        return _decode(buf, "imagefolder: %r" % path), label
+
+
+def _listdir(folder):
+    try:
+        return sorted(os.listdir(folder))
+    except OSError as err:
+        raise ValueError("imagefolder: cannot list %r (%s)"
+                         % (folder, err.strerror or type(err).__name__)) from None
+
+
+# --------------------------------------------------------------------------- records
+
+_RECORD_MAGIC = 0xced7230a
+_MAGIC_BYTES = struct.pack("<I", _RECORD_MAGIC)
+
+
+def _stamp(path):
+    st = os.stat(path)
+    return path, st.st_size, st.st_mtime_ns
+
+
+def _read_index(idx):
+    """``[(key, offset)]`` of an .idx file (``KEY<tab>OFFSET`` lines); ValueError if malformed.
+
+    Blank lines are skipped, and any whitespace separates the two numbers.
+    """
+    entries = []
+    with open(idx, encoding="ascii", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            fields = line.split()
+            try:
+                key, offset = int(fields[0]), int(fields[1])
+            except (IndexError, ValueError):
+                key = offset = -1
+            if key < 0 or offset < 0:
+                raise ValueError("rec: line %d of %r is %r, not 'KEY<tab>OFFSET' with two "
+                                 "integers >= 0; rebuild the index with the .rec"
+                                 % (number, idx, line.strip()[:60]))
+            entries.append((key, offset))
+    return entries
+
+
+def _record_part(f, size, pos, where, rec):
+    """``(cflag, length)`` of the record part at byte ``pos``; ValueError unless whole."""
+    if pos + 8 > size:
+        raise ValueError("rec: %s starts at byte %d, past the end of %r (%d bytes); the .idx "
+                         "does not match the .rec (or the .rec is truncated): rebuild both"
+                         % (where, pos, rec, size))
+    f.seek(pos)
+    magic, lrec = struct.unpack("<II", f.read(8))
+    if magic != _RECORD_MAGIC:
+        raise ValueError("rec: %s: no record starts at byte %d of %r; it is not a RecordIO file "
+                         "matching its .idx: rebuild the index" % (where, pos, rec))
+    cflag, length = lrec >> 29, lrec & ((1 << 29) - 1)
+    if pos + 8 + length > size:
+        raise ValueError("rec: %s runs to byte %d, past the end of %r (%d bytes): the .rec is "
+                         "truncated; copy or build it again" % (where, pos + 8 + length, rec,
+                                                                size))
+    return cflag, length
+
+
+def _read_record(f, size, offset, where, rec):
+    """The payload of the record at ``offset`` (its parts joined as dmlc's reader does)."""
+    cflag, length = _record_part(f, size, offset, where, rec)
+    if cflag not in (0, 1):
+        raise ValueError("rec: %s at byte %d of %r is the middle of a record; the .idx does "
+                         "not match the .rec: rebuild the index" % (where, offset, rec))
+    f.seek(offset + 8)
+    parts = [f.read(length)]
+    pos = offset + 8 + (length + 3) // 4 * 4
+    while cflag in (1, 2):
+        cflag, length = _record_part(f, size, pos, where, rec)
+        if cflag not in (2, 3):
+            raise ValueError("rec: %s at byte %d of %r is cut short; the .rec is damaged: "
+                             "build it again" % (where, offset, rec))
+        f.seek(pos + 8)
+        parts.append(f.read(length))
+        pos += 8 + (length + 3) // 4 * 4
+    return _MAGIC_BYTES.join(parts)
+
+
+def _record_label(f, size, offset, where, rec):
+    """The label of the record at ``offset``, reading only its header (unless it is split)."""
+    cflag, length = _record_part(f, size, offset, where, rec)
+    if cflag == 0:
+        head = f.read(min(length, 28))
+    else:
+        head = _read_record(f, size, offset, where, rec)[:28]
+    flag = struct.unpack("<I", head[:4])[0] if len(head) >= 4 else 0
+    if flag > 1:
+        raise ValueError("rec: %r holds records with %d labels; one is supported"
+                         % (rec, flag))
+    if len(head) < 24 + 4 * flag:
+        raise ValueError("rec: %s in %r holds %d bytes, too few for an image record; build "
+                         "the .rec again" % (where, rec, len(head)))
+    label = struct.unpack("<f", head[24:28] if flag else head[4:8])[0]
+    if not np.isfinite(label) or label < 0:
+        raise ValueError("rec: %s in %r has label %r; labels must be integers >= 0"
+                         % (where, rec, label))
+    return label
+
+
+@functools.lru_cache(maxsize=None)
+def _scan_records(rec_stamp, idx_stamp):
+    """``(offsets, classes)`` of a checked .rec/.idx pair (cached per size and mtime)."""
+    (rec, size, _), (idx, _, _) = rec_stamp, idx_stamp
+    entries = _read_index(idx)
+    if not entries:
+        raise ValueError("rec: %r lists no records; rebuild it with its .rec" % idx)
+    top = -1
+    with open(rec, "rb") as f:
+        for n, (key, offset) in enumerate(entries):
+            where = "record %d (key %d) of %r" % (n, key, idx)
+            top = max(top, int(_record_label(f, size, offset, where, rec)))
+    return tuple(offset for _, offset in entries), top + 1
+
+
+class _Records:
+    """A source of ``(image, label)`` over the records of a checked ``.rec``/``.idx`` pair.
+
+    Reads with plain file reads, the file opened anew in each process (DataLoader workers).
+    """
+
+    def __init__(self, rec, idx):
+        self.rec, self.idx = rec, idx
+        self.offsets, _ = _scan_records(_stamp(rec), _stamp(idx))
+        self._file = self._pid = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_file"] = state["_pid"] = None
+        return state
+
+    def __len__(self):
+        return len(self.offsets)
+
+    def __getitem__(self, idx):
+        where = "record %d of %r" % (idx, self.rec)
+        if self._pid != os.getpid():
+            self._file, self._pid = open(self.rec, "rb"), os.getpid()
+        size = os.fstat(self._file.fileno()).st_size
+        payload = _read_record(self._file, size, self.offsets[idx], where, self.rec)
+        if len(payload) < 24:
+            raise ValueError("rec: %s holds %d bytes, too few for an image record; the .rec "
+                             "changed since the dataset was built" % (where, len(payload)))
+        header, img = mx.recordio.unpack(payload)
+        return _decode(img, "rec: " + where, any_format=True), header.label
 
 
 # --------------------------------------------------------------------------- folders, records
 
 def _folder(path, split):
     root = os.path.join(path, split)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError("imagefolder: %r is a file, not a folder; expected %s/{train,val}/"
+                         "<class>/*.jpg|png" % (path, path))
     if not os.path.isdir(root):
         raise ValueError("imagefolder: folder %r does not exist; expected %s/{train,val}/"
                          "<class>/*.jpg|png" % (root, path))
@@ -216,11 +701,14 @@ def _folder(path, split):
 
 def _synsets(root):
     # The same rule as gluon's ImageFolderDataset, so labels agree with it.
-    return [d for d in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, d))]
+    return [d for d in _listdir(root) if os.path.isdir(os.path.join(root, d))]
 
 
 def _record(path, split):
     rec, idx = os.path.join(path, split + ".rec"), os.path.join(path, split + ".idx")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError("rec: %r is a file, not a folder; expected %s/{train,val}.rec with "
+                         "its .idx" % (path, path))
     for f in (rec, idx):
         if not os.path.isfile(f):
             raise ValueError("rec: file %r does not exist; expected %s/{train,val}.rec with "
@@ -228,36 +716,24 @@ def _record(path, split):
     return rec, idx
 
 
-@functools.lru_cache(maxsize=None)
 def _record_classes(rec, idx):
-    """1 + the largest label, reading only the 24-byte header of each record."""
-    with open(idx) as f:
-        offsets = [int(line.split()[1]) for line in f if line.strip()]
-    top = -1
-    with open(rec, "rb") as f:
-        for offset in offsets:
-            f.seek(offset)
-            magic, _, flag, label = struct.unpack("<IIIf", f.read(16))
-            if magic != 0xced7230a:
-                raise ValueError("rec: %r is not a RecordIO file matching %r" % (rec, idx))
-            if flag == 1:
-                f.seek(16, os.SEEK_CUR)
-                label = struct.unpack("<f", f.read(4))[0]
-            elif flag > 1:
-                raise ValueError("rec: %r holds records with %d labels; one is supported"
-                                 % (rec, flag))
-            top = max(top, int(label))
-    return top + 1
+    """1 + the largest label, reading only the header of each record (checked on the way)."""
+    return _scan_records(_stamp(rec), _stamp(idx))[1]
 
 
 def _imagefolder_classes(path):
     """The number of class folders in ``PATH/train``."""
-    return len(_synsets(_folder(path, "train")))
+    return len(_imagefolder_names(path))
 
 
 def _imagefolder_names(path):
-    """The class folders of ``PATH/train``, in label order."""
-    return _synsets(_folder(path, "train"))
+    """The class folders of ``PATH/train``, in label order (ValueError if there are none)."""
+    root = _folder(path, "train")
+    names = _synsets(root)
+    if not names:
+        raise ValueError("imagefolder: no class folders in %r; expected %s/<class>/*.jpg|png"
+                         % (root, root))
+    return names
 
 
 def _rec_classes(path):

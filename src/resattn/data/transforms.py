@@ -60,7 +60,7 @@ def random_resized_crop(img, size, rng, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
         if 0 < cw <= w and 0 < ch <= h:
             y, x = rng.randint(h - ch + 1), rng.randint(w - cw + 1)
             return _resize(img[y:y + ch, x:x + cw], size, size)
-    return center_crop(resize_short(img, size), size)
+    return _resize_short_center(img, size, size)
 
 
 def resize_short(img, short):
@@ -76,6 +76,27 @@ def center_crop(img, size):
     h, w = img.shape[:2]
     y, x = (h - size) // 2, (w - size) // 2
     return img[y:y + size, x:x + size]
+
+
+#: Before resizing for a centre crop, an image's long side is cut to this many times its
+#: short side (around the centre, which the crop keeps): resizing a 1 x 100000 image to a
+#: short side of 256 whole would need 256 x 25600000 pixels, 78 GB as float32.
+_MAX_ASPECT = 4
+
+
+def _resize_short_center(img, short, size):
+    """``center_crop(resize_short(img, short), size)``, without resizing far-away pixels.
+
+    Images up to :data:`_MAX_ASPECT` times as long as they are wide (or the reverse) go
+    through those two functions unchanged; longer ones are first cut to that aspect.
+    """
+    h, w = img.shape[:2]
+    keep = _MAX_ASPECT * min(h, w)
+    if h > keep:
+        img = img[(h - keep) // 2:(h - keep) // 2 + keep]
+    elif w > keep:
+        img = img[:, (w - keep) // 2:(w - keep) // 2 + keep]
+    return center_crop(resize_short(img, short), size)
 
 
 def _resize(img, h, w):
@@ -124,8 +145,8 @@ class Preprocess:
             if self.augment:
                 img = random_resized_crop(img, self.size, rng)
             else:
-                img = center_crop(resize_short(img, int(round(self.size * 256 / 224))),
-                                  self.size)
+                img = _resize_short_center(img, int(round(self.size * 256 / 224)),
+                                           self.size)
         elif self.style == "small":
             img = _resize(img, self.size, self.size)
             if self.augment:
