@@ -117,15 +117,17 @@ def atomic_write(path, write):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
+        # The reason first: a full disk is seen by its free space, before the temporary
+        # file gives some back.
+        clear = write_error(path, err) if isinstance(err, Exception) else None
         if tmp is not None:
             try:
                 if os.path.lexists(tmp):
                     os.remove(tmp)
             except OSError:
                 pass
-        clear = write_error(path, err) if isinstance(err, Exception) else None
         if clear is not None and clear is not err:
-            raise clear from None
+            raise clear from err
         raise
     return path
 

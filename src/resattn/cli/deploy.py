@@ -1,5 +1,8 @@
 """``resattn export`` and ``resattn quantize``: deployment (see :mod:`resattn.deploy`)."""
+import contextlib
+import errno
 import importlib
+import os
 
 from ..deploy.choices import CALIB_MODES, EXPORT_FORMATS
 from ._base import (add_model_args, check_choice, command, data_kwargs, load_trained,
@@ -11,6 +14,41 @@ __all__ = ["EXPORT_FORMATS"]
 
 def _trained_model_args(p):
     add_model_args(p, trained=True, classes="classifier size (default: read from the weights)")
+
+
+def _check_classes(args):
+    if args.classes is not None and args.classes < 1:
+        raise ValueError("--classes must be an integer >= 1, got %d" % args.classes)
+
+
+def _check_outputs(paths):
+    """Refuse output files that cannot be written (before any work): a directory in the
+    way, or a regular file where a directory of the path should be."""
+    from ..io import WriteError, _non_directory_ancestor
+    for path in paths:
+        ancestor = _non_directory_ancestor(path)
+        if ancestor is not None:
+            raise WriteError(errno.ENOTDIR, "%s is a file, not a directory" % ancestor, path)
+        if os.path.isdir(path):
+            raise WriteError(errno.EISDIR, "it is a directory", path)
+
+
+@contextlib.contextmanager
+def _writing(out):
+    """Turn a failure to write ``out`` (a read-only or full disk, ...) into one line that
+    names the file and the reason (:class:`resattn.io.WriteError`)."""
+    from ..io import write_error
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        clear = write_error(getattr(err, "filename2", None) or out, err)
+        if clear is None or clear is err:
+            raise
+        raise clear from err
+
+
+def _symbol_files(prefix):
+    return [prefix + "-symbol.json", prefix + "-0000.params"]
 
 
 def _export_args(p):
@@ -32,15 +70,19 @@ def _export_args(p):
 def _export(args):
     from .. import deploy, model_config
     check_choice("--format", args.format, EXPORT_FORMATS)
+    _check_classes(args)
+    _check_outputs(_symbol_files(args.out) if args.format == "symbol" else [args.out])
     net, model, saved = load_trained(args, classes=args.classes)
     size = args.input_size or saved["preprocessing"]["input_size"] or \
         model_config(model)["input_size"]
     if args.format == "symbol":
-        sym_path, params_path = deploy.export_symbol(net, args.out, size)
+        with _writing(args.out):
+            sym_path, params_path = deploy.export_symbol(net, args.out, size)
         print("wrote %s and %s (load with resattn.deploy.load_symbol(%r))"
               % (sym_path, params_path, args.out))
         return 0
-    deploy.export_onnx(net, args.out, size, dynamic=not args.static)
+    with _writing(args.out):
+        deploy.export_onnx(net, args.out, size, dynamic=not args.static)
     print("wrote %s (%s shapes)" % (args.out, "static" if args.static else "dynamic"))
     if not args.no_check:
         try:
@@ -82,6 +124,10 @@ def _quantize(args):
     check_choice("--calib-mode", args.calib_mode, CALIB_MODES)
     if args.calib_batches < 1:
         raise ValueError("--calib-batches must be >= 1, got %d" % args.calib_batches)
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be >= 1, got %d" % args.batch_size)
+    _check_classes(args)
+    _check_outputs(_symbol_files(args.out))
     amx = False if args.no_amx else deploy.enable_amx()  # before any operator runs
     net, model, saved = load_trained(args, classes=args.classes)
     data_kw = data_kwargs(args)
@@ -94,10 +140,20 @@ def _quantize(args):
     np.random.seed(0)
     calib = get_data_loader(args.calib_dataset, True, args.batch_size, augment=False,
                             shuffle=True, last_batch="keep", **data_kw)
+    # deploy.quantize takes the first --calib-batches batches, or all there are.
+    try:
+        available = len(calib)
+    except TypeError:
+        available = None
+    used = args.calib_batches if available is None else min(args.calib_batches, available)
     qnet = deploy.quantize(net, calib, args.calib_batches, calib_mode=args.calib_mode)
-    sym_path, params_path = deploy.export_symbol(qnet, args.out, _image_size(calib))
-    print("wrote %s and %s (INT8, %s calibration on %d batches of %d; AMX %s)"
-          % (sym_path, params_path, args.calib_mode, args.calib_batches, args.batch_size,
+    with _writing(args.out):
+        sym_path, params_path = deploy.export_symbol(qnet, args.out, _image_size(calib))
+    print("wrote %s and %s (INT8, %s calibration on %d batch%s of %d%s; AMX %s)"
+          % (sym_path, params_path, args.calib_mode, used, "" if used == 1 else "es",
+             args.batch_size, ", all the %s training split has (%s images), not the %d "
+             "asked for" % (args.calib_dataset, _images(calib), args.calib_batches)
+             if used < args.calib_batches else "",
              "on" if amx else "off"))
     if args.eval:
         val = get_data_loader(args.calib_dataset, False, args.batch_size, **data_kw)
@@ -107,6 +163,13 @@ def _quantize(args):
         print("%s on %s test split: top1 float32 %.4f, int8 %.4f (drop %.2f points)"
               % (model, args.calib_dataset, fp32, int8, 100 * (fp32 - int8)))
     return 0
+
+
+def _images(loader):
+    try:
+        return "%d" % len(loader._dataset)
+    except (AttributeError, TypeError):
+        return "?"
 
 
 def _image_size(loader):

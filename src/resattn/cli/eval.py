@@ -11,14 +11,16 @@ def _eval_args(p):
 
 @command("eval", "evaluate a .params file: top-1, top-5 and loss", _eval_args)
 def _eval(args):
+    from ..training.config import check_num_workers
+    check_num_workers(args.num_workers)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError("--batch-size must be >= 1, got %d" % args.batch_size)
     from ..data import dataset_info, get_data_loader
     from ..training import evaluate, get_context
     ctx = get_context(args.gpus)
     info = dataset_info(args.dataset)
     net, model, saved = load_trained(args, classes=info["classes"], ctx=ctx[0])
     net.hybridize(static_alloc=True)
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ValueError("--batch-size must be >= 1, got %d" % args.batch_size)
     data_kw = data_kwargs(args)
     prep = saved["preprocessing"]
     if saved["weights"] is not None and prep["mean"] is not None:

@@ -2,7 +2,7 @@
 import argparse
 import sys
 
-from ..training.launch import LAUNCHERS
+from ..training.launch import LAUNCHERS, MAX_PROCESSES
 from ._base import command, worker_exits_on_failure
 
 #: Kept here for ``resattn.cli_dist.worker_exits_on_failure`` (resattn 0.1's path).
@@ -11,7 +11,9 @@ __all__ = ["worker_exits_on_failure"]
 
 def _launch_args(p):
     p.add_argument("-n", "--num-workers", type=int, required=True,
-                   help="worker processes (each runs the command)")
+                   help="worker processes (each runs the command); with the scheduler and "
+                        "the servers at most %d processes, fewer where ulimit -n or -u "
+                        "allows less" % MAX_PROCESSES)
     p.add_argument("-s", "--num-servers", type=int, default=1, help="server processes (1)")
     p.add_argument("--launcher", choices=LAUNCHERS, default="local",
                    help="local: everything on 127.0.0.1; ssh: on the hosts of -H")

@@ -1,8 +1,10 @@
 """``resattn train``: train a zoo model and write metrics and checkpoints (also as a worker
 of a distributed job, under ``resattn launch``)."""
+import errno
 import os
 
-from ..training.config import DTYPES, INITS, KVSTORES, LR_MODES, NONFINITE, OPTIMIZERS
+from ..training.config import (DTYPES, INITS, KVSTORES, LR_MODES, NONFINITE, OPTIMIZERS,
+                               WARMUP_EPOCHS)
 from ._base import (add_data_args, add_gpus_arg, add_model_args, command, data_kwargs,
                     model_kwargs, worker_exits_on_failure)
 
@@ -11,8 +13,15 @@ def _train_args(p):
     add_model_args(p)
     add_data_args(p)
     add_gpus_arg(p)
+    # None: not given, so that --config can say (flags > --config > defaults).
+    p.set_defaults(num_workers=None)
     p.add_argument("--config", default=None,
-                   help="JSON file of settings (keys as in config.json); flags override it")
+                   help="JSON file of settings, keys as in a run's config.json (which it may "
+                        "be): the training settings, model_kwargs (width_mult, variant, "
+                        "attention, learning, ...), cutout, subset, num_workers, data_root, "
+                        "syncbn; what a run only records (base_lr, classes, ctx, workers, "
+                        "global_batch_size) is ignored, model and dataset come from the "
+                        "flags. Precedence: flags > --config > defaults")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.params")
@@ -30,7 +39,9 @@ def _train_args(p):
     p.add_argument("--wd-all", dest="no_wd", action="store_false",
                    help="weight decay on every parameter")
     p.add_argument("--lr-mode", choices=LR_MODES, default=None)
-    p.add_argument("--warmup-epochs", type=int, default=None)
+    p.add_argument("--warmup-epochs", type=int, default=None,
+                   help="linear warm-up epochs (default %d, or epochs - 1 for shorter runs)"
+                        % WARMUP_EPOCHS)
     p.add_argument("--lr-steps", default=None, help="epochs of step decay, e.g. 80,120")
     p.add_argument("--lr-decay", type=float, default=None)
     p.add_argument("--mixup-alpha", type=float, default=None, help="0 switches mixup off")
@@ -45,9 +56,20 @@ def _train_args(p):
     p.add_argument("--kvstore", default=None, choices=KVSTORES,
                    help="gradient aggregation (default device); dist_* under `resattn launch`, "
                         "with --batch-size per worker (docs/distributed.md)")
-    p.add_argument("--syncbn", action="store_true",
+    p.add_argument("--syncbn", action="store_true", default=None,
                    help="SyncBatchNorm: batch statistics over all --gpus of a worker")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+#: Keys of a run's ``config.json`` that record the run rather than set it: ``--config``
+#: accepts and ignores them (the base rate follows from lr and batch size, the classes
+#: from the dataset, the devices from --gpus, the workers from the job).
+INFORMATIONAL_KEYS = ("base_lr", "classes", "ctx", "workers", "global_batch_size")
+#: Keys of ``config.json`` besides the :class:`~resattn.training.TrainConfig` fields that
+#: ``--config`` applies (where the flag is not given); ``model`` and ``dataset`` are
+#: required flags, so the file's are only compared with them.
+RUN_KEYS = ("model", "dataset", "model_kwargs", "cutout", "subset", "num_workers",
+            "data_root", "syncbn")
 
 
 def _read_config(path, known):
@@ -59,19 +81,64 @@ def _read_config(path, known):
         raise ValueError("--config %s: %s" % (path, err)) from None
     if not isinstance(loaded, dict):
         raise ValueError("--config %s must hold a JSON object" % path)
-    unknown = sorted(set(loaded) - known - {"cutout", "model_kwargs"})
+    unknown = sorted(set(loaded) - known - set(RUN_KEYS) - set(INFORMATIONAL_KEYS))
     if unknown:
         raise ValueError("--config %s: unknown keys %s; known: %s"
-                         % (path, ", ".join(unknown), ", ".join(sorted(known))))
+                         % (path, ", ".join(unknown),
+                            ", ".join(sorted(known | set(RUN_KEYS) | set(INFORMATIONAL_KEYS)))))
+    kwargs = loaded.get("model_kwargs", {})
+    if kwargs is None:
+        kwargs = loaded["model_kwargs"] = {}
+    if not isinstance(kwargs, dict):
+        raise ValueError("--config %s: model_kwargs must be a JSON object of get_model "
+                         "arguments (e.g. {\"width_mult\": 0.25}), got %r" % (path, kwargs))
+    if "classes" in kwargs:
+        raise ValueError("--config %s: model_kwargs may not set classes: the classifier size "
+                         "is the dataset's" % path)
     return loaded
 
 
-def _train_settings(args):
-    """The :class:`~resattn.training.TrainConfig` of ``--config`` and the flags, and cutout."""
+def _run_settings(args, loaded):
+    """Apply the run keys of a ``--config`` file to ``args`` where the flag was not given;
+    returns the notes to print (what the file said that is not used)."""
+    notes = []
+    for key in ("model", "dataset"):
+        if key in loaded and loaded[key] != getattr(args, key):
+            notes.append("%s %r (--%s %s is used)" % (key, loaded[key], key, getattr(args, key)))
+    kinds = {"subset": (int, "an integer"), "num_workers": (int, "an integer"),
+             "data_root": (str, "a path"), "syncbn": (bool, "true or false")}
+    for key, (kind, what) in kinds.items():
+        value = loaded.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError("--config %s: %s must be %s, got %r" % (args.config, key, what,
+                                                                    value))
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    ignored = [key for key in INFORMATIONAL_KEYS if key in loaded]
+    if ignored:
+        notes.append("%s (what the run it comes from recorded, not settings)"
+                     % ", ".join(ignored))
+    return notes
+
+
+def _model_kwargs(args, loaded):
+    """get_model arguments: the flags, then ``--config``'s model_kwargs."""
+    return model_kwargs(args, {"model_kwargs": loaded.get("model_kwargs") or {}})
+
+
+def _train_settings(args, loaded=None):
+    """The :class:`~resattn.training.TrainConfig` of ``--config`` and the flags, cutout, and
+    notes to print: flags > ``--config`` > defaults; a warm-up left to the default is cut
+    to ``epochs - 1`` for runs too short for the recipe's 5 epochs."""
     import dataclasses
     from ..training import TrainConfig
+    from ..training.config import default_warmup_epochs
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    settings = _read_config(args.config, fields) if args.config else {}
+    if loaded is None:
+        loaded = _read_config(args.config, fields) if args.config else {}
+    settings = {k: v for k, v in loaded.items() if k in fields or k == "cutout"}
     for key in fields | {"cutout"}:
         value = getattr(args, key, None)
         if value is not None:
@@ -83,8 +150,71 @@ def _train_settings(args):
             raise ValueError("--lr-steps must be comma-separated epochs, got %r"
                              % settings["lr_steps"]) from None
     cutout = settings.pop("cutout", 0)
-    settings.pop("model_kwargs", None)
-    return TrainConfig(**settings), cutout
+    notes = []
+    if "warmup_epochs" not in settings:
+        epochs = settings.get("epochs", TrainConfig.epochs)
+        warmup = default_warmup_epochs(epochs)
+        if warmup != WARMUP_EPOCHS:
+            settings["warmup_epochs"] = warmup
+            notes.append("warm-up: %d epoch%s, not the recipe's %d, which do not fit in "
+                         "--epochs %d (--warmup-epochs sets it)"
+                         % (warmup, "" if warmup == 1 else "s", WARMUP_EPOCHS, epochs))
+    return TrainConfig(**settings), cutout, notes
+
+
+def _check_out(out):
+    """Refuse an ``--out`` that cannot become a run directory, before anything is built."""
+    from ..io import WriteError
+    path = os.path.abspath(out)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise WriteError(errno.ENOTDIR, "it is a file, not a directory", out)
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise WriteError(errno.ENOTDIR, "%s is a file, not a directory" % existing, out)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        try:
+            readonly = os.statvfs(existing).f_flag & os.ST_RDONLY
+        except (OSError, AttributeError):
+            readonly = False
+        code = errno.EROFS if readonly else errno.EACCES
+        raise WriteError(code, "%s%s" % (os.strerror(code), "" if existing == path
+                                         else " (%s)" % existing), out)
+
+
+def _write_failure(err, out):
+    """The one-line error for an OSError raised while the run wrote into ``out``, or None
+    for an OSError about another file (reading data, ...)."""
+    from ..io import write_error
+    name = getattr(err, "filename", None)
+    if name is None:
+        return None
+    root, name = os.path.abspath(out), os.path.abspath(os.fspath(name))
+    if name == root or name.startswith(root + os.sep):
+        return write_error(name, err)
+    if root.startswith(name.rstrip(os.sep) + os.sep):  # creating a directory above --out
+        return write_error(out, err)
+    return None
+
+
+def _remove_temporaries(out):
+    """After a failed write (a full disk): remove the temporary files of the checkpoint
+    that failed halfway (the previous pair is intact and stays), unless another run now
+    holds ``out`` (its temporaries are its own)."""
+    if not os.path.isdir(out):
+        return
+    from ..training import checkpoint
+    lock = None
+    try:
+        if hasattr(checkpoint, "lock_run_dir"):
+            lock = checkpoint.lock_run_dir(out)  # refused while another run holds it
+        checkpoint.remove_stale_temporaries(out)
+    except (OSError, ValueError):
+        pass
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _load_for_finetuning(net, path, ctx):
@@ -105,14 +235,29 @@ def _load_for_finetuning(net, path, ctx):
 @command("train", "train a zoo model (CIFAR recipe by default) and write metrics and checkpoints",
          _train_args)
 def _train(args):
+    import dataclasses
+    from ..training import TrainConfig
+    from ..training.config import check_num_workers
+    # Everything is checked before anything is built or written (--out is created by fit).
+    loaded = {}
+    if args.config:
+        loaded = _read_config(args.config, {f.name for f in dataclasses.fields(TrainConfig)})
+    notes = ["--config %s: ignored: %s" % (args.config, note)
+             for note in _run_settings(args, loaded)]
+    cfg, cutout, more = _train_settings(args, loaded)
+    notes += more
+    args.num_workers = check_num_workers(0 if args.num_workers is None else args.num_workers)
+    args.syncbn = bool(args.syncbn)
+    if isinstance(cutout, bool) or not isinstance(cutout, int):
+        raise ValueError("cutout must be an integer (0: off), got %r" % (cutout,))
+    _check_out(args.out)
     import mxnet as mx
     from .. import get_model
     from ..data import dataset_info, get_data_loader
     from ..training import create_kvstore, fit, get_context
-    cfg, cutout = _train_settings(args)
     ctx = get_context(args.gpus)
     info = dataset_info(args.dataset)
-    kwargs = model_kwargs(args)
+    kwargs = _model_kwargs(args, loaded)
     norm_kwargs = {}
     if args.syncbn:
         norm_kwargs = dict(norm_layer=mx.gluon.contrib.nn.SyncBatchNorm,
@@ -161,7 +306,23 @@ def _train(args):
                   "metrics.jsonl, curves.png)" % (best["val_top1"], best["epoch"], args.out))
         return 0
 
+    def guarded():
+        for note in notes:
+            if rank == 0:
+                print(note, flush=True)
+        try:
+            return job()
+        except OSError as err:
+            clear = _write_failure(err, args.out)
+            if clear is None:
+                raise
+            if rank == 0:
+                _remove_temporaries(args.out)
+            if clear is not err:
+                raise clear from err
+            raise
+
     if isinstance(kv, str):
-        return job()
+        return guarded()
     with worker_exits_on_failure("train"):
-        return job()
+        return guarded()

@@ -126,6 +126,12 @@ _ACCEPTED = sorted(set(inspect.signature(ResidualAttentionNet.__init__).paramete
                    - {"self", "kwargs"} | set(_BUILDER_KEYS))
 
 
+#: Largest ``width_mult``: widths scale by it and parameters by its square, so 8x is 64x
+#: the parameters (attention92: 3.2 G, 12.9 GB of float32 weights before any gradient or
+#: activation), beyond what an accelerator trains; larger values would only exhaust memory.
+MAX_WIDTH_MULT = 8.0
+
+
 def _build(arch, width_mult=1.0, last_gamma=False, **kwargs):
     """:class:`ResidualAttentionNet` of a spec's architecture, widths scaled by ``width_mult``;
     ``last_gamma`` zero-initialises the last BatchNorm of every residual unit."""
@@ -141,8 +147,16 @@ def _build(arch, width_mult=1.0, last_gamma=False, **kwargs):
     unit = kwargs.pop("unit", PostActResNeXtUnit if resnext else ResidualUnit)
     if width_mult != 1.0:
         if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) \
-                or not width_mult > 0:
-            raise ValueError("width_mult must be a number > 0, got %r" % (width_mult,))
+                or not 0 < width_mult <= MAX_WIDTH_MULT:  # also refuses nan and inf
+            why = ""
+            if isinstance(width_mult, (int, float)) and not isinstance(width_mult, bool):
+                if width_mult in (float("inf"), float("-inf")) or width_mult != width_mult:
+                    why = " (not a finite number)"
+                elif MAX_WIDTH_MULT < width_mult < 1e100:
+                    why = (" (parameters grow with its square: %g x the widths would be %.3g x "
+                           "the parameters)" % (width_mult, float(width_mult) ** 2))
+            raise ValueError("width_mult must be a number in (0, %g], got %r%s"
+                             % (MAX_WIDTH_MULT, width_mult, why))
         # ResNeXt widths must stay multiples of 2 * cardinality (bottleneck = width / 2).
         cardinality = max(1, int(round(32 * width_mult)))
         multiple = 2 * cardinality if resnext else 4

@@ -4,9 +4,11 @@ Importing this module does not import MXNet (the CLI takes its choices from here
 """
 import dataclasses
 import math
+import os
 
-__all__ = ["TrainConfig", "NonFiniteLossError", "check_kvstore", "KVSTORES", "LR_MODES",
-           "OPTIMIZERS", "NONFINITE", "INITS", "DTYPES"]
+__all__ = ["TrainConfig", "NonFiniteLossError", "check_kvstore", "check_num_workers",
+           "max_loader_workers", "default_warmup_epochs", "KVSTORES", "LR_MODES", "OPTIMIZERS",
+           "NONFINITE", "INITS", "DTYPES", "LOADER_WORKERS_PER_CPU", "WARMUP_EPOCHS"]
 
 #: How gradients are aggregated: on one machine ('local', 'device') or across the
 #: workers of a parameter-server job (``dist_*``, under ``resattn launch``).
@@ -30,6 +32,52 @@ def check_kvstore(name):
     return name
 
 
+#: Most data-loading processes (``--num-workers``) per CPU this process may use. Each is a
+#: fork of the training process; beyond a few per core they only contend for the cores
+#: (and every one holds its own batches in memory).
+LOADER_WORKERS_PER_CPU = 4
+
+
+def _usable_cpus():
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return max(os.cpu_count() or 1, 1)
+
+
+def max_loader_workers():
+    """The most data-loading processes allowed here: :data:`LOADER_WORKERS_PER_CPU` per
+    CPU this process may run on (``os.sched_getaffinity``, else ``os.cpu_count``)."""
+    return LOADER_WORKERS_PER_CPU * _usable_cpus()
+
+
+def check_num_workers(num_workers, option="--num-workers"):
+    """``num_workers`` if it is an integer in ``[0, max_loader_workers()]``, else a ValueError
+    naming the value, the cap and why."""
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError("%s must be an integer >= 0 (0: load in the main process), got %r"
+                         % (option, num_workers))
+    cap = max_loader_workers()
+    if num_workers > cap:
+        raise ValueError("%s %d is more than the %d data-loading processes allowed here (%d per "
+                         "CPU, %d CPUs usable): each is a fork of this process, and more than "
+                         "that only contend for the cores"
+                         % (option, num_workers, cap, LOADER_WORKERS_PER_CPU, _usable_cpus()))
+    return num_workers
+
+
+#: Warm-up epochs of the recipe (``TrainConfig.warmup_epochs``' default).
+WARMUP_EPOCHS = 5
+
+
+def default_warmup_epochs(epochs):
+    """The recipe's warm-up for a run of ``epochs``: :data:`WARMUP_EPOCHS` (5), or
+    ``epochs - 1`` for a shorter run, whose warm-up must end before its last epoch."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        return WARMUP_EPOCHS  # TrainConfig names the bad ``epochs``
+    return min(WARMUP_EPOCHS, epochs - 1)
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
@@ -50,7 +98,7 @@ class TrainConfig:
     wd: float = 1e-4
     no_wd: bool = True
     lr_mode: str = "cosine"
-    warmup_epochs: int = 5
+    warmup_epochs: int = WARMUP_EPOCHS
     lr_steps: tuple = (80, 120)
     lr_decay: float = 0.1
     mixup_alpha: float = 1.0

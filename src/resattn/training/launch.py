@@ -26,8 +26,8 @@ import sys
 import threading
 import time
 
-__all__ = ["LAUNCHERS", "SERVE", "Task", "parse_hostfile", "free_port", "dmlc_env",
-           "ssh_command", "plan", "run"]
+__all__ = ["LAUNCHERS", "SERVE", "MAX_PROCESSES", "Task", "parse_hostfile", "free_port",
+           "dmlc_env", "ssh_command", "process_limit", "plan", "run"]
 
 LAUNCHERS = ("local", "ssh")
 #: What scheduler and servers run. ``import mxnet`` alone would serve from inside the
@@ -132,6 +132,55 @@ def _check_count(name, value, low):
         raise ValueError("%s must be an integer >= %d, got %r" % (name, low, value))
 
 
+#: Most processes one launch starts (scheduler + servers + workers): each is a child process
+#: of the launcher (for ``ssh``, the local ssh client of a remote one) with an output pipe
+#: and a forwarding thread here. 1024 is the usual open-file limit (``ulimit -n``) too;
+#: the machine's own limits (:func:`process_limit`) may allow fewer.
+MAX_PROCESSES = 1024
+#: File descriptors the launcher keeps for itself (standard streams, imports, Popen's own).
+_FD_RESERVE = 32
+
+
+def process_limit():
+    """``(n, why)``: how many processes one launch may start here, and what sets that.
+
+    The least of :data:`MAX_PROCESSES`, the open-file limit (one pipe per
+    process stays open here; ``ulimit -n``) less a reserve, and half the
+    process limit (a process and a thread here each; ``ulimit -u``).
+    """
+    limits = [(MAX_PROCESSES, "resattn launch's cap, MAX_PROCESSES: each process is a child "
+                              "here with an output pipe and a thread")]
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return limits[0]
+    for name, option, per, what in (
+            ("RLIMIT_NOFILE", "-n", 1, "the open-file limit, ulimit -n %d: one pipe per "
+                                       "process, %d kept for the launcher"),
+            ("RLIMIT_NPROC", "-u", 2, "the process limit, ulimit -u %d: a process and a "
+                                      "thread per process")):
+        try:
+            soft = resource.getrlimit(getattr(resource, name))[0]
+        except (AttributeError, ValueError, OSError):
+            continue
+        if soft != resource.RLIM_INFINITY and soft >= 0:
+            if name == "RLIMIT_NOFILE":
+                limits.append((max(soft - _FD_RESERVE, 0), what % (soft, _FD_RESERVE)))
+            else:
+                limits.append((soft // per, what % soft))
+    return min(limits, key=lambda limit: limit[0])
+
+
+def _check_size(num_workers, num_servers):
+    """Refuse a job larger than :func:`process_limit` (before anything is built for it)."""
+    total = 1 + num_servers + num_workers
+    limit, why = process_limit()
+    if total > limit:
+        raise ValueError("-n/--num-workers %d with -s/--num-servers %d is %d processes with the "
+                         "scheduler; one launch starts at most %d here (%s)"
+                         % (num_workers, num_servers, total, limit, why))
+
+
 def plan(command, num_workers, num_servers=1, launcher="local", hosts=None, port=None,
          cwd=None, python=None, env=None):
     """The tasks of a job: scheduler, then servers, then workers.
@@ -141,7 +190,8 @@ def plan(command, num_workers, num_servers=1, launcher="local", hosts=None, port
     command : list of str
         What every worker runs, e.g. ``['resattn', 'train', ..., '--kvstore', 'dist_sync']``.
     num_workers, num_servers : int
-        At least 1 each.
+        At least 1 each; with the scheduler at most :func:`process_limit` processes
+        (:data:`MAX_PROCESSES`, 1024, or fewer where ``ulimit -n`` / ``-u`` says so).
     launcher : {'local', 'ssh'}
         'local': every process on this machine, scheduler on 127.0.0.1.
         'ssh': servers and workers round-robin over ``hosts`` (worker ``i``
@@ -161,6 +211,7 @@ def plan(command, num_workers, num_servers=1, launcher="local", hosts=None, port
     """
     _check_count("-n/--num-workers", num_workers, 1)
     _check_count("-s/--num-servers", num_servers, 1)
+    _check_size(num_workers, num_servers)
     if launcher not in LAUNCHERS:
         raise ValueError("launcher must be one of %s, got %r" % (", ".join(LAUNCHERS), launcher))
     command = list(command or [])
