@@ -59,3 +59,13 @@ def test_import_resattn_sets_the_threads_before_mxnet():
     assert out.stdout.split() == [str(_threads.physical_cores())] * 2
     proc = run_python("-c", "import mxnet, resattn._threads as t; print(t.CHOICE[1])")
     assert proc.returncode == 0 and "OMP_NUM_THREADS" in proc.stdout
+
+
+def test_local_launch_shares_the_cores_among_workers(monkeypatch):
+    from resattn.training import launch
+    monkeypatch.setattr(_threads, "CHOICE", (4, "4 physical cores of the 4 CPUs"))
+    monkeypatch.setattr(_threads, "physical_cores", lambda *a, **k: 4)
+    tasks = launch.plan(["w"], 2, 1)
+    assert [t.env["OMP_NUM_THREADS"] for t in tasks] == ["1", "1", "2", "2"]
+    monkeypatch.setattr(_threads, "CHOICE", (3, "OMP_NUM_THREADS=3, set in the environment"))
+    assert all("OMP_NUM_THREADS" not in t.env for t in launch.plan(["w"], 2, 1))

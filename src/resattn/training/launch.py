@@ -243,12 +243,17 @@ def plan(command, num_workers, num_servers=1, launcher="local", hosts=None, port
                          % ", ".join(own))
     roles = [("scheduler", 0)] + [("server", i) for i in range(num_servers)] \
         + [("worker", i) for i in range(num_workers)]
+    threads = _local_threads(num_workers) if launcher == "local" and \
+        "OMP_NUM_THREADS" not in extra else None
     tasks = []
     for role, index in roles:
         env = dict(extra, **dmlc_env(role, root, port, num_workers, num_servers),
                    PYTHONUNBUFFERED="1")
         if launcher == "local":  # else ps-lite advertises (and binds) the first non-loopback IP
             env.setdefault("DMLC_NODE_HOST", "127.0.0.1")
+        if threads is not None:
+            # Local workers share the cores instead of each taking them all.
+            env["OMP_NUM_THREADS"] = str(threads if role == "worker" else 1)
         argv = command if role == "worker" else serve
         if launcher == "local":
             tasks.append(Task(role, index, None, list(argv), env))
@@ -256,6 +261,15 @@ def plan(command, num_workers, num_servers=1, launcher="local", hosts=None, port
             host = hosts[0] if role == "scheduler" else hosts[index % len(hosts)]
             tasks.append(Task(role, index, host, ssh_command(host, cwd, env, argv), {}))
     return tasks
+
+
+def _local_threads(num_workers):
+    """Threads per local worker: the physical cores shared out, unless the user chose
+    ``OMP_NUM_THREADS`` (then each process keeps it) or None."""
+    from .. import _threads
+    if _threads.CHOICE[1].startswith("OMP_NUM_THREADS="):
+        return None
+    return max(1, _threads.physical_cores() // max(1, num_workers))
 
 
 # ----------------------------------------------------------------------------- running
