@@ -40,10 +40,11 @@ def server():
     site.stop()
 
 
-def run_python(*args, timeout=120):
-    """``python ARGS...`` in a fresh interpreter (this one's), output captured as text."""
+def run_python(*args, timeout=120, env=None):
+    """``python ARGS...`` in a fresh interpreter (this one's), output captured as text;
+    ``env`` adds variables to this process's environment."""
     return subprocess.run([sys.executable] + list(args), capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=dict(os.environ, **(env or {})))
 
 
 def rel_diff(a, b):

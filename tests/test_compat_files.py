@@ -78,7 +78,9 @@ def test_run_directory_resumes_to_what_0_1_0_computed(tmp_path):
             "--out", out, "--resume"]
     # In a process of its own: a run started later in the same process would be
     # initialised from the random state this one leaves (seeding happens per epoch).
-    proc = run_python("-m", "resattn", *argv, timeout=300)
+    # With the one thread 0.1.0 had on the fixture's 2-core machine (MXNet's default, half
+    # the logical CPUs): the thread count changes how oneDNN splits its sums.
+    proc = run_python("-m", "resattn", *argv, timeout=300, env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
     want, got = _rows(os.path.join(FIXTURES, "resumed_metrics.jsonl")), \
         _rows(os.path.join(out, "metrics.jsonl"))
