@@ -205,7 +205,7 @@ class _Pretrained:
             self.path = os.fspath(pretrained)
             if not os.path.isfile(self.path):
                 close = difflib.get_close_matches(self.path, weights_tags(), n=3)
-                raise ValueError("pretrained=%r is neither a file nor a published weights tag%s "
+                raise ValueError("pretrained=%r: no such file, nor a published weights tag%s "
                                  "(%s)" % (self.path, ", did you mean %s?" % " or ".join(close)
                                            if close else "", ", ".join(weights_tags())))
             self.config = read_weights_config(self.path)
