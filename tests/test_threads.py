@@ -47,20 +47,6 @@ def test_configure_sets_respects_and_steps_aside():
     assert n is None and "imported before resattn" in why and env == {}
 
 
-def test_import_resattn_sets_the_threads_before_mxnet():
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    code = ("import os, resattn, resattn._threads as t; import mxnet; "
-            "print(os.environ['OMP_NUM_THREADS'], t.CHOICE[0])")
-    import subprocess
-    import sys
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [str(_threads.physical_cores())] * 2
-    proc = run_python("-c", "import mxnet, resattn._threads as t; print(t.CHOICE[1])")
-    assert proc.returncode == 0 and "OMP_NUM_THREADS" in proc.stdout
-
-
 def test_local_launch_shares_the_cores_among_workers(monkeypatch):
     from resattn.training import launch
     monkeypatch.setattr(_threads, "CHOICE", (4, "4 physical cores of the 4 CPUs"))

@@ -10,11 +10,8 @@ blocks, the network, the registry and zoo), :mod:`resattn.data`,
 on first use, so ``import resattn`` (and the command-line parser) does not
 start MXNet until a model is needed.
 """
-from . import _legacy, _threads
+from . import _legacy
 from ._lazy import attach
-
-# Before MXNet starts: every physical core, unless OMP_NUM_THREADS says otherwise.
-_threads.configure()
 
 __version__ = "0.2.0.dev0"
 

@@ -280,9 +280,6 @@ def _train(args):
         val_data = get_data_loader(args.dataset, False, cfg.batch_size, seed=cfg.seed,
                                    num_parts=val_parts, part_index=rank if val_parts > 1 else 0,
                                    **data_kw)
-        if rank == 0:
-            from .. import _threads
-            print("threads: %s" % _threads.CHOICE[1], flush=True)
         if parts > 1:
             print("%s: worker rank %d of %d, %d batches of %d per epoch from its shard (global "
                   "batch %d)" % (cfg.kvstore, rank, parts, len(train_data), cfg.batch_size,
