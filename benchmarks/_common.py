@@ -31,3 +31,11 @@ def mxnet_step(net, x, y=None, wd=0.0):
         trainer.step(batch)
         mx.nd.waitall()
     return step
+
+
+def describe_machine():
+    """The line every benchmark prints first: CPU model, instruction sets, cores, threads."""
+    import os
+    from resattn._threads import describe_cpu
+    return "machine: %s; OMP_NUM_THREADS=%s" % (describe_cpu(),
+                                                os.environ.get("OMP_NUM_THREADS", "unset"))

@@ -51,3 +51,12 @@ def rel_diff(a, b):
     a = a.asnumpy() if hasattr(a, "asnumpy") else np.asarray(a)
     b = b.asnumpy() if hasattr(b, "asnumpy") else np.asarray(b)
     return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))
+
+
+def run_cli(argv):
+    """``resattn ARGV`` in this process: its exit status (argparse's SystemExit included)."""
+    from resattn.cli import main
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code

@@ -10,20 +10,16 @@ import pytest
 from resattn import get_model
 from resattn import training as train
 from resattn.training import trainer as train_loop
-from resattn.cli import main
 from resattn.data import dataset_info, get_data_loader
 from resattn.io import read_weights_config
+from conftest import run_cli
 
 TINY = ["train", "--model", "attention56_cifar", "--width-mult", "0.0625", "--dataset", "digits",
         "--subset", "96", "--batch-size", "32", "--warmup-epochs", "1", "--mixup-off-epochs", "1",
         "--no-progress", "--seed", "3"]
 
 
-def _run(argv):
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return exc.code
+_run = run_cli
 
 
 def _metrics(out):

@@ -148,3 +148,66 @@ def set_active(block, active):
     old = bool(getattr(block, "_active", False))
     block._active = bool(active)
     return old
+
+
+def trainer_updaters(trainer):
+    """The ``Updater`` objects that hold a ``gluon.Trainer``'s optimizer state.
+
+    One per device (``Trainer._updaters``), or the kvstore's own when the
+    kvstore runs the optimizer (``update_on_kvstore``); the trainer creates
+    its kvstore and parameters first, as ``Trainer.save_states`` and
+    ``load_states`` do. All of them share the trainer's optimizer.
+    """
+    settle_trainer(trainer)
+    if trainer._update_on_kvstore:
+        updater = getattr(trainer._kvstore, "_updater", None)
+        if updater is None:
+            raise ValueError("the optimizer of kvstore %r runs on its servers; its state "
+                             "cannot be saved or restored here" % trainer._kvstore.type)
+        return [updater]
+    return list(trainer._updaters)
+
+
+def optimizer_update_counts(optimizer):
+    """An optimizer's per-index update counts: ``(per_device, current, own)``.
+
+    ``per_device`` is ``{device_id: {index: count}}`` (the counts of the device
+    being updated are the optimizer's ``_index_update_count``); ``current`` is
+    the device whose dict that is, or None, and then ``own`` is that dict.
+    """
+    per_device = optimizer._all_index_update_counts
+    own = optimizer._index_update_count
+    current = next((d for d, counts in per_device.items() if counts is own), None)
+    return per_device, current, (None if current is not None else own)
+
+
+def set_optimizer_update_counts(optimizer, per_device, current, own=None):
+    """Restore what :func:`optimizer_update_counts` returned (copies of the dicts)."""
+    optimizer._all_index_update_counts = {d: dict(c) for d, c in per_device.items()}
+    if current is not None:
+        optimizer._index_update_count = optimizer._all_index_update_counts[current]
+    else:
+        optimizer._index_update_count = dict(own or {})
+
+
+def conv_kwargs(block):
+    """The operator arguments of a ``gluon.nn`` convolution (``kernel``, ``stride``, ``pad``,
+    ``num_filter``, ``num_group``, ``layout``...), as ``Convolution`` receives them."""
+    return block._kwargs
+
+
+def cached_graph(block):
+    """A hybridized block's cached ``(inputs, outputs)`` symbols; ``()`` before its first call."""
+    return getattr(block, "_cached_graph", ())
+
+
+def trace_graph(block, *args):
+    """``(inputs, outputs)`` of ``block`` traced on ``args``, cached as the first
+    hybridized call would (``HybridBlock._get_graph``)."""
+    return block._get_graph(*args)
+
+
+def build_cached_op(block, *args):
+    """Build the cached operator a hybridized block's first call would build
+    (``HybridBlock._build_cache``), without running it."""
+    block._build_cache(*args)

@@ -21,7 +21,8 @@ and writes it into ``config.json``. This module does not import MXNet.
 import os
 import sys
 
-__all__ = ["usable_cpus", "physical_cores", "configure", "CHOICE"]
+__all__ = ["usable_cpus", "physical_cores", "configure", "cpu_model", "cpu_isa",
+           "describe_cpu", "CHOICE"]
 
 #: ``(threads or None, reason)``: what :func:`configure` decided (None: left to MXNet).
 CHOICE = (None, "not configured")
@@ -56,6 +57,46 @@ def physical_cores(cpus=None, sysfs=_SYSFS):
             return len(cpus)
         cores.add((package, core))
     return max(1, len(cores))
+
+
+#: The instruction sets that decide which oneDNN kernels run, as ``/proc/cpuinfo`` names them.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def _cpuinfo(path="/proc/cpuinfo"):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def cpu_model(path="/proc/cpuinfo"):
+    """The CPU's model name (``'AMD EPYC 9B45'``), or the platform's word where unknown."""
+    for line in _cpuinfo(path).splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    import platform
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_isa(path="/proc/cpuinfo"):
+    """Which of :data:`ISA_FLAGS` the CPU has, in that order (AMX, AVX-512 BF16/VNNI, ...)."""
+    flags = set()
+    for line in _cpuinfo(path).splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return [f for f in ISA_FLAGS if f in flags]
+
+
+def describe_cpu():
+    """One line: model, instruction sets, physical cores and usable logical CPUs."""
+    cpus = usable_cpus()
+    cores = physical_cores(cpus)
+    return "%s; %s; %d physical core%s, %d logical CPU%s usable" % (
+        cpu_model(), " ".join(cpu_isa()) or "no AVX2/AVX-512/AMX", cores,
+        "" if cores == 1 else "s", len(cpus), "" if len(cpus) == 1 else "s")
 
 
 def configure(environ=None, modules=None):

@@ -19,6 +19,7 @@ import traceback
 from ..hub import DownloadError
 from ..io import parse_size
 from ..models.choices import ATTENTION_TYPES, LEARNING_TYPES, VARIANTS
+from ..training.config import NonFiniteLossError
 
 __all__ = ["COMMANDS", "COMMAND_MODULES", "USER_ERRORS", "command", "size_type",
            "add_model_args", "add_data_args", "add_gpus_arg", "add_params_arg", "check_choice",
@@ -33,7 +34,9 @@ COMMAND_MODULES = tuple("resattn.cli." + name for name in (
     "models", "convert", "train", "eval", "predict", "masks", "launch", "deploy", "gluoncv"))
 
 #: Exceptions that are the user's to fix: one line ``resattn CMD: error: ...``, exit 2.
-USER_ERRORS = (ValueError, FileNotFoundError, ImportError, DownloadError)
+#: A diverged run (:class:`NonFiniteLossError`) is one too: its line says which checkpoint
+#: is kept and what to try.
+USER_ERRORS = (ValueError, FileNotFoundError, ImportError, DownloadError, NonFiniteLossError)
 
 
 def command(name, help, arguments):

@@ -23,6 +23,10 @@ def _train_args(p):
                         "global_batch_size) is ignored, model and dataset come from the "
                         "flags. Precedence: flags > --config > defaults")
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="train and test at NxN pixels instead of the dataset's size (for "
+                        "cluttered-digits: the canvas side); eval, predict and masks read it "
+                        "from the checkpoint's config")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.params")
     p.add_argument("--overwrite", action="store_true",
@@ -69,7 +73,7 @@ INFORMATIONAL_KEYS = ("base_lr", "classes", "ctx", "workers", "global_batch_size
 #: ``--config`` applies (where the flag is not given); ``model`` and ``dataset`` are
 #: required flags, so the file's are only compared with them.
 RUN_KEYS = ("model", "dataset", "model_kwargs", "cutout", "subset", "num_workers",
-            "data_root", "syncbn")
+            "data_root", "syncbn", "image_size")
 
 
 def _read_config(path, known):
@@ -106,6 +110,7 @@ def _run_settings(args, loaded):
         if key in loaded and loaded[key] != getattr(args, key):
             notes.append("%s %r (--%s %s is used)" % (key, loaded[key], key, getattr(args, key)))
     kinds = {"subset": (int, "an integer"), "num_workers": (int, "an integer"),
+             "image_size": (int, "an integer"),
              "data_root": (str, "a path"), "syncbn": (bool, "true or false")}
     for key, (kind, what) in kinds.items():
         value = loaded.get(key)
@@ -160,6 +165,16 @@ def _train_settings(args, loaded=None):
                          "--epochs %d (--warmup-epochs sets it)"
                          % (warmup, "" if warmup == 1 else "s", WARMUP_EPOCHS, epochs))
     return TrainConfig(**settings), cutout, notes
+
+
+def _check_image_size(size):
+    """``--image-size``: an integer side from 8 to :data:`resattn.io.MAX_INPUT_SIDE`, or None."""
+    from ..io import MAX_INPUT_SIDE
+    if size is None:
+        return
+    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= MAX_INPUT_SIDE:
+        raise ValueError("--image-size must be an integer from 8 to %d pixels, got %r"
+                         % (MAX_INPUT_SIDE, size))
 
 
 def _check_out(out):
@@ -217,6 +232,20 @@ def _remove_temporaries(out):
             lock.release()
 
 
+def _print_health(history, classes):
+    """The run's verdict after its summary line: FAILED with the reasons, or nothing."""
+    from ..training.callbacks import HEALTH_ADVICE, run_health
+    problems = run_health(history, classes)
+    if problems:
+        print("FAILED: %s; %s" % ("; ".join(text for _, text in problems),
+                                  HEALTH_ADVICE[problems[0][0]]), flush=True)
+    else:
+        warned = [r["epoch"] for r in history if r.get("warnings")]
+        if warned:
+            print("note: warnings at epoch%s %s (train.log has them); the last epoch is healthy"
+                  % ("" if len(warned) == 1 else "s", ", ".join(map(str, warned))), flush=True)
+
+
 def _load_for_finetuning(net, path, ctx):
     """Load ``path`` into ``net``; a classifier of another shape is left to be initialised."""
     from .._compat import structured_params
@@ -247,6 +276,7 @@ def _train(args):
     cfg, cutout, more = _train_settings(args, loaded)
     notes += more
     args.num_workers = check_num_workers(0 if args.num_workers is None else args.num_workers)
+    _check_image_size(args.image_size)
     args.syncbn = bool(args.syncbn)
     if isinstance(cutout, bool) or not isinstance(cutout, int):
         raise ValueError("cutout must be an integer (0: off), got %r" % (cutout,))
@@ -275,6 +305,8 @@ def _train(args):
     def job():
         val_parts = parts if "async" not in cfg.kvstore else 1
         data_kw = data_kwargs(args)
+        if args.image_size is not None:
+            data_kw["image_size"] = args.image_size
         train_data = get_data_loader(args.dataset, True, cfg.batch_size, cutout=cutout,
                                      seed=cfg.seed, num_parts=parts, part_index=rank, **data_kw)
         val_data = get_data_loader(args.dataset, False, cfg.batch_size, seed=cfg.seed,
@@ -288,8 +320,10 @@ def _train(args):
                  "model_kwargs": kwargs, "subset": args.subset,
                  "num_workers": args.num_workers, "data_root": args.data_root,
                  "syncbn": args.syncbn}
+        if args.image_size is not None:  # absent otherwise, as in 0.1's config.json
+            extra["image_size"] = args.image_size
         weights = {"model": args.model, "arch": dict(kwargs, classes=info["classes"]),
-                   "preprocessing": {"input_size": info["input_size"],
+                   "preprocessing": {"input_size": args.image_size or info["input_size"],
                                      "scale": 255.0, "mean": list(info["mean"]),
                                      "std": list(info["std"])},
                    "class_names": info.get("class_names"),
@@ -304,6 +338,7 @@ def _train(args):
             best = max(history, key=lambda r: r["val_top1"])
             print("best val_top1 %.4f at epoch %d; outputs in %s (best.params, last.params, "
                   "metrics.jsonl, curves.png)" % (best["val_top1"], best["epoch"], args.out))
+            _print_health(history, info["classes"])
         return 0
 
     def guarded():

@@ -18,6 +18,7 @@ from mxnet import autograd
 from mxnet.gluon import HybridBlock, nn
 
 from .._compat import is_hybridized, named_children, set_hybridized
+from ..models import _onednn
 from ..models.backbone import imperative
 from ..models.blocks import AttentionModule
 
@@ -277,6 +278,8 @@ def capture(net, x, hybridize=None):
         wrapper.hybridize(active)
     x = _as_input(net, x)
     with autograd.pause(train_mode=False):
-        out = wrapper(x)
+        # The wrapper's own graph holds the network's 1x1 convolutions: at sizes where
+        # oneDNN would crash on one of them, run it imperatively (models/_onednn.py).
+        out = _onednn.safe_call(wrapper, wrapper.forward, x)
     masks = [Mask(name, s, k, m.asnumpy()) for (name, s, k), m in zip(wrapper.layout, out[1:])]
     return Capture(out[0].asnumpy(), masks)

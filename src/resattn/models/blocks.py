@@ -11,6 +11,7 @@ import functools
 from mxnet.gluon import nn
 from mxnet.gluon.nn import BatchNorm, HybridBlock
 
+from . import _onednn
 from .choices import ATTENTION_TYPES, LEARNING_TYPES, MAX_STAGE, VARIANTS
 
 __all__ = ["ResidualUnit", "ResNeXtUnit", "PostActResidualUnit", "PostActResNeXtUnit",
@@ -130,9 +131,9 @@ class _PreActBottleneck(HybridBlock):
         head = nn.HybridSequential()
         with head.name_scope():
             head.add(_norm(norm_layer, norm_kwargs), nn.Activation("relu"),
-                     nn.Conv2D(channels, 1, use_bias=False, in_channels=channels),
+                     _onednn.Conv2D(channels, 1, use_bias=False, in_channels=channels),
                      _norm(norm_layer, norm_kwargs), nn.Activation("relu"),
-                     nn.Conv2D(channels, 1, use_bias=False, in_channels=channels))
+                     _onednn.Conv2D(channels, 1, use_bias=False, in_channels=channels))
         return head
 
     def __init__(self, channels, stride, in_channels, width, groups,
@@ -144,16 +145,16 @@ class _PreActBottleneck(HybridBlock):
         self.has_projection = stride != 1 or self.in_channels != channels
         with self.name_scope():
             self.bn1 = _norm(norm_layer, norm_kwargs)
-            self.conv1 = nn.Conv2D(width, 1, use_bias=False, in_channels=self.in_channels)
+            self.conv1 = _onednn.Conv2D(width, 1, use_bias=False, in_channels=self.in_channels)
             self.bn2 = _norm(norm_layer, norm_kwargs)
             self.conv2 = nn.Conv2D(width, 3, stride, 1, groups=groups, use_bias=False,
                                    in_channels=width)
             # last_gamma: the residual branch starts at zero (Goyal et al. 2017), as
             # GluonCV's `last_gamma=True`.
             self.bn3 = _norm(norm_layer, norm_kwargs, zero_gamma=last_gamma)
-            self.conv3 = nn.Conv2D(channels, 1, use_bias=False, in_channels=width)
+            self.conv3 = _onednn.Conv2D(channels, 1, use_bias=False, in_channels=width)
             if self.has_projection:
-                self.proj = nn.Conv2D(channels, 1, stride, use_bias=False,
+                self.proj = _onednn.Conv2D(channels, 1, stride, use_bias=False,
                                       in_channels=self.in_channels)
 
     def hybrid_forward(self, F, x):
@@ -257,9 +258,9 @@ class _PostActBottleneck(HybridBlock):
         """The soft mask's head before its activation: 1x1 conv-BN-ReLU-1x1 conv."""
         head = nn.HybridSequential()
         with head.name_scope():
-            head.add(nn.Conv2D(channels, 1, use_bias=False, in_channels=channels),
+            head.add(_onednn.Conv2D(channels, 1, use_bias=False, in_channels=channels),
                      _norm(norm_layer, norm_kwargs), nn.Activation("relu"),
-                     nn.Conv2D(channels, 1, use_bias=False, in_channels=channels))
+                     _onednn.Conv2D(channels, 1, use_bias=False, in_channels=channels))
         return head
 
     def __init__(self, channels, stride, in_channels, width, groups,
@@ -270,15 +271,15 @@ class _PostActBottleneck(HybridBlock):
         self.in_channels = in_channels or channels
         self.has_projection = stride != 1 or self.in_channels != channels
         with self.name_scope():
-            self.conv1 = nn.Conv2D(width, 1, use_bias=False, in_channels=self.in_channels)
+            self.conv1 = _onednn.Conv2D(width, 1, use_bias=False, in_channels=self.in_channels)
             self.bn1 = _norm(norm_layer, norm_kwargs)
             self.conv2 = nn.Conv2D(width, 3, stride, 1, groups=groups, use_bias=False,
                                    in_channels=width)
             self.bn2 = _norm(norm_layer, norm_kwargs)
-            self.conv3 = nn.Conv2D(channels, 1, use_bias=False, in_channels=width)
+            self.conv3 = _onednn.Conv2D(channels, 1, use_bias=False, in_channels=width)
             self.bn3 = _norm(norm_layer, norm_kwargs, zero_gamma=last_gamma)
             if self.has_projection:
-                self.proj = nn.Conv2D(channels, 1, stride, use_bias=False,
+                self.proj = _onednn.Conv2D(channels, 1, stride, use_bias=False,
                                       in_channels=self.in_channels)
                 self.proj_bn = _norm(norm_layer, norm_kwargs)
 

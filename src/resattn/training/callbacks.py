@@ -5,6 +5,7 @@ trainer calls them in list order. :func:`default_callbacks` gives what
 ``resattn train`` uses: Ctrl-C handling, a progress bar, and for the
 writing worker, metrics, checkpoints and curves in the run directory.
 """
+import math
 import os
 import signal
 import threading
@@ -12,8 +13,9 @@ import threading
 from ..io import write_json
 from .checkpoint import save_checkpoint, write_log, write_metrics
 
-__all__ = ["Callback", "InterruptHandler", "ProgressBar", "MetricsLogger", "Checkpointer",
-           "CurvePlotter", "RunConfig", "default_callbacks"]
+__all__ = ["Callback", "InterruptHandler", "ProgressBar", "HealthCheck", "MetricsLogger",
+           "Checkpointer", "CurvePlotter", "RunConfig", "default_callbacks", "run_health",
+           "near_chance"]
 
 
 class Callback:
@@ -142,6 +144,93 @@ class RunConfig(Callback):
                                    **self.extra))
 
 
+#: What to try when a run fails, by the kind of failure :class:`HealthCheck` finds.
+HEALTH_ADVICE = {
+    "stuck": "try another --seed, a lower --lr or more --warmup-epochs",
+    "diverged": ("the network computes something else in evaluation mode than in training "
+                 "(BatchNorm's running statistics do not fit the batches); "
+                 "try a lower --lr or more --warmup-epochs"),
+    "collapsed": "try a lower --lr or more --warmup-epochs; best.params keeps the best epoch",
+}
+
+
+def near_chance(classes):
+    """The top-1 below which a classifier of ``classes`` classes is no better than guessing:
+    ``min(2 / classes, chance + 0.1 (1 - chance))`` with ``chance = 1 / classes`` (0.19 for
+    10 classes, 0.55 for 2, 0.02 for 100)."""
+    chance = 1.0 / max(classes, 2)
+    return min(2 * chance, chance + 0.1 * (1 - chance))
+
+
+def run_health(history, classes, min_epochs=2):
+    """What is wrong with a run so far, judged from its epoch rows: a list of ``(kind, text)``.
+
+    ``kind`` is one of :data:`HEALTH_ADVICE`'s keys, for the last row of ``history``:
+
+    - ``'stuck'``: from epoch ``min_epochs`` on, a training loss still within 10% of
+      chance (``ln(classes)``, the loss of a uniform guess) and a test top-1 below
+      :func:`near_chance`;
+    - ``'diverged'``: an evaluation loss above 3x chance while the network is
+      evaluated in inference mode, which no network that guesses uniformly reaches;
+    - ``'collapsed'``: a test top-1 below half the best so far, where the best was
+      above three times chance.
+
+    The rules are the ones measured in ``docs/attention.md``: each of them marks every
+    failed run of the 10-seed study there and no run that did not fail.
+    """
+    if not history:
+        return []
+    row, problems = history[-1], []
+    chance_loss, chance = math.log(max(classes, 2)), 1.0 / max(classes, 2)
+    if (row["epoch"] >= min_epochs and row["train_loss"] >= 0.9 * chance_loss
+            and row["val_top1"] < near_chance(classes)):
+        problems.append(("stuck", "training is stuck at chance after %d epochs: training loss "
+                                  "%.3f (chance %.3f), test top-1 %.4f (chance %.2f)" % (
+                                      row["epoch"], row["train_loss"], chance_loss,
+                                      row["val_top1"], chance)))
+    if not math.isfinite(row["val_loss"]) or row["val_loss"] > 3 * chance_loss:
+        problems.append(("diverged", "the evaluation loss diverges: %.4g (chance %.3f) at epoch "
+                                     "%d, training loss %.3f" % (row["val_loss"], chance_loss,
+                                                                 row["epoch"], row["train_loss"])))
+    best = max(history, key=lambda r: r["val_top1"])
+    if best["val_top1"] > 3 * chance and row["val_top1"] < 0.5 * best["val_top1"]:
+        problems.append(("collapsed", "test top-1 fell to %.4f at epoch %d from %.4f at epoch %d"
+                                      % (row["val_top1"], row["epoch"], best["val_top1"],
+                                         best["epoch"])))
+    return problems
+
+
+class HealthCheck(Callback):
+    """Says when a run fails instead of letting it finish silently.
+
+    After every epoch, :func:`run_health` judges the history; each problem is
+    printed as one ``warning:`` line with what to try, and kept in the epoch's
+    row as ``row['warnings']`` (so ``metrics.jsonl`` and ``train.log`` carry
+    it). :attr:`problems` holds the last epoch's, and ``resattn train``'s
+    summary names them.
+
+    Parameters
+    ----------
+    min_epochs : int, default 2
+        Epochs before a run may be called stuck (the first one may be warm-up).
+    verbose : bool, default True
+        Print the warnings (the writer of a distributed job only).
+    """
+
+    def __init__(self, min_epochs=2, verbose=True):
+        self.min_epochs, self.verbose = min_epochs, verbose
+        self.problems = []
+
+    def on_epoch_end(self, trainer, row, improved):
+        found = run_health(trainer.state.history, trainer.classes, self.min_epochs)
+        self.problems = [(kind, "%s; %s" % (text, HEALTH_ADVICE[kind])) for kind, text in found]
+        if self.problems:
+            row["warnings"] = [text for _, text in self.problems]
+            if self.verbose:
+                for text in row["warnings"]:
+                    print("warning: " + text, flush=True)
+
+
 class MetricsLogger(Callback):
     """``metrics.jsonl`` (one JSON row per epoch) and ``train.log`` (one line per epoch)."""
 
@@ -173,6 +262,8 @@ class Checkpointer(Callback):
         self.best = os.path.join(out_dir, "best")
         self.save = save
         self.weights_config = weights_config
+        #: ``(epoch, batch)`` of the ``last`` checkpoint this run wrote (None before the first).
+        self.last_written = None
 
     def _save(self, trainer, prefix):
         meta = dict(trainer.state.state_dict(), config=trainer.config_dict(),
@@ -184,6 +275,8 @@ class Checkpointer(Callback):
                                          epoch=trainer.state.epoch, batch=trainer.state.batch,
                                          checkpoint=os.path.basename(prefix))
         save_checkpoint(prefix, trainer.net, trainer.checkpointable_trainer, meta, weights)
+        if prefix == self.last:
+            self.last_written = (trainer.state.epoch, trainer.state.batch)
 
     def on_epoch_end(self, trainer, row, improved):
         if not self.save:
@@ -217,6 +310,7 @@ def default_callbacks(out_dir, writer=True, progress=True, extra_config=None,
     callbacks = [InterruptHandler()]
     if progress:
         callbacks.append(ProgressBar())
+    callbacks.append(HealthCheck(verbose=writer))
     if writer:
         callbacks += [RunConfig(out_dir, extra_config), MetricsLogger(out_dir),
                       Checkpointer(out_dir, weights_config=weights_config),

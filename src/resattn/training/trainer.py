@@ -14,7 +14,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from .callbacks import default_callbacks
+from .callbacks import Checkpointer, default_callbacks
 from .checkpoint import load_checkpoint, prepare_run_dir
 from .config import NonFiniteLossError, TrainConfig, check_kvstore
 from .distributed import Workers, create_kvstore, make_optimizer
@@ -419,7 +419,10 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
     out_dir : str
         Receives ``metrics.jsonl``, ``train.log``, ``config.json``,
         ``last.params``/``last.states``, ``best.params``/``best.states`` and
-        ``curves.png``.
+        ``curves.png``. The writer (rank 0) holds the directory's lock
+        (``OUT/.lock``) until ``fit`` returns or raises: a run of a directory
+        that another run is using (also with ``resume``) fails at once with
+        :class:`~resattn.training.checkpoint.RunDirInUseError`.
     config : TrainConfig, optional
         Settings; keyword ``overrides`` replace single fields.
     ctx : list of Context, default ``[mx.cpu()]``
@@ -471,14 +474,50 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
     trainer = Trainer(net, config, ctx=ctx, classes=classes, kvstore=kvstore, rank=rank,
                       **overrides)
     writer = trainer.rank == 0
-    prepare_run_dir(out_dir, resume=resume, overwrite=overwrite, writer=writer)
-    trainer.callbacks = list(callbacks) if callbacks is not None else default_callbacks(
-        out_dir, writer=writer, progress=progress, extra_config=extra_config,
-        weights_config=weights_config)
-    last = os.path.join(out_dir, "last")
+    # The writer holds the directory's lock for the whole run: a second run (or --resume)
+    # of it fails at once instead of mixing its files with this one's.
+    lock = prepare_run_dir(out_dir, resume=resume, overwrite=overwrite, writer=writer)
     try:
-        return trainer.fit(train_data, val_data, resume_from=last if resume else None,
-                           reinit=reinit)
-    except NonFiniteLossError as err:
-        raise NonFiniteLossError("%s; stopped, last good checkpoint kept in %s.params"
-                                 % (err, last)) from None
+        trainer.callbacks = list(callbacks) if callbacks is not None else default_callbacks(
+            out_dir, writer=writer, progress=progress, extra_config=extra_config,
+            weights_config=weights_config)
+        last = os.path.join(out_dir, "last")
+        try:
+            return trainer.fit(train_data, val_data, resume_from=last if resume else None,
+                               reinit=reinit)
+        except NonFiniteLossError as err:
+            raise NonFiniteLossError(_nonfinite_message(err, trainer, last, resume)) from None
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+_NONFINITE_ADVICE = ("try a lower --lr, more --warmup-epochs, or --nonfinite skip (which skips "
+                     "such batches)")
+
+
+def _nonfinite_message(err, trainer, last, resume):
+    """What a run stopped by a non-finite loss leaves behind, truly, and what to try."""
+    params = last + ".params"
+    checkpointers = [cb for cb in trainer.callbacks if isinstance(cb, Checkpointer) and cb.save]
+    if checkpointers:
+        written = checkpointers[0].last_written
+        if written is not None:
+            epoch, batch = written
+            when = ("after epoch %d" % epoch if not batch
+                    else "epoch %d, batch %d" % (epoch + 1, batch))
+            good = "%s (%s)" % (params, when)
+        elif resume:
+            good = "%s (the checkpoint this run resumed from)" % params
+        else:
+            good = None
+    else:  # callbacks of the caller's own: say what is on disk
+        good = params if os.path.isfile(params) else None
+    if good is not None:
+        return ("%s; stopped, the last good checkpoint is kept: %s. To go on, start again "
+                "(--overwrite, or another --out) and %s" % (err, good, _NONFINITE_ADVICE))
+    before = ""
+    if os.path.isfile(params):
+        before = " (%s is the run this one replaces)" % params
+    return ("%s; stopped before this run wrote any checkpoint%s: %s"
+            % (err, before, _NONFINITE_ADVICE))
