@@ -58,7 +58,11 @@ def test_train_writes_every_output(straight):
         assert weights["provenance"]["dataset"] == "digits"
         assert weights["provenance"]["checkpoint"] == name
     with open(os.path.join(straight, "train.log")) as f:
-        assert len(f.read().splitlines()) == 2
+        lines = f.read().splitlines()
+    # A header (versions, threads, CPU), one line per epoch, and warnings under an epoch.
+    assert lines[0].startswith("# resattn ") and "threads: " in lines[0]
+    assert [line.split()[1] for line in lines if line.startswith("epoch ")] == ["1/2", "2/2"]
+    assert all(line.startswith(("epoch ", "  warning: ")) for line in lines[1:])
     with open(os.path.join(straight, "curves.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -101,6 +105,17 @@ def test_interrupt_then_resume_equals_straight(straight, tmp_path, monkeypatch, 
 def test_resume_with_other_settings_is_refused(straight, capsys):
     assert _run(TINY + ["--epochs", "2", "--out", straight, "--resume", "--lr", "0.3"]) == 2
     assert "different settings (lr)" in capsys.readouterr().err
+
+
+def test_resume_ignores_how_the_network_was_initialised(straight, tmp_path):
+    # A resumed run loads its parameters: --init and --zero-init-residual cannot matter, and
+    # a checkpoint written before zero_init_residual existed still resumes.
+    import shutil
+    out = str(tmp_path / "copy")
+    shutil.copytree(straight, out)
+    assert _run(TINY + ["--epochs", "3", "--out", out, "--resume"]) == 2  # epochs do matter
+    assert _run(TINY + ["--epochs", "2", "--out", out, "--resume", "--init", "xavier",
+                        "--zero-init-residual"]) == 0
 
 
 def test_lr_schedule_matches_gluoncv_formula():

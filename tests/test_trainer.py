@@ -170,3 +170,64 @@ def test_a_stop_at_the_end_of_an_epoch():
     trainer = Trainer(_net(), TrainConfig(**dict(CFG, epochs=3)), classes=3, callbacks=[rec])
     assert len(trainer.fit(_data(), _data(seed=1))) == 1
     assert rec.events[-2:] == ["interrupt 1.0", "fit_end"]
+
+
+# ----------------------------------------------------------------------------- zero init
+def _unit_gammas(net):
+    from resattn.models.blocks import _PostActBottleneck, _PreActBottleneck
+    from resattn._compat import named_children
+    found, stack = [], [net]
+    while stack:
+        block = stack.pop()
+        if isinstance(block, (_PreActBottleneck, _PostActBottleneck)):
+            found.append(block.bn3.gamma.data().asnumpy())
+        stack.extend(child for _, child in named_children(block))
+    return found
+
+
+@pytest.mark.parametrize("unit", ["ResidualUnit", "PostActResidualUnit"])
+def test_zero_init_residual_makes_every_unit_start_as_the_identity(unit):
+    import resattn
+    from resattn.models import blocks
+    net = resattn.get_model("attention56_cifar", width_mult=0.0625, classes=10,
+                            unit=getattr(blocks, unit), variant="official")
+    trainer = Trainer(net, TrainConfig(**dict(CFG, zero_init_residual=True)), classes=10)
+    trainer.setup(iters_per_epoch=3)
+    x = mx.nd.array(np.random.RandomState(0).normal(size=(2, 3, 32, 32)))
+    net(x)
+    gammas = _unit_gammas(net)
+    assert len(gammas) == 27 and all((g == 0).all() for g in gammas)
+    # Only the units' last BatchNorm: the others (and the mask heads') still start at one.
+    others = [p.data().asnumpy() for n, p in net.collect_params().items()
+              if n.endswith("gamma")]
+    assert sum(int((g == 1).all()) for g in others) == len(others) - 27
+    # A unit on its own is then the identity (pre-activation) or relu of it (post).
+    one = [b for b in _walk_blocks(net) if isinstance(b, (blocks._PreActBottleneck,
+                                                          blocks._PostActBottleneck))
+           and not b.has_projection][0]
+    z = mx.nd.array(np.random.RandomState(1).normal(size=(2, one.in_channels, 8, 8)))
+    expected = z if one.preactivation else mx.nd.relu(z)
+    np.testing.assert_allclose(one(z).asnumpy(), expected.asnumpy(), atol=1e-6)
+
+
+def _walk_blocks(net):
+    from resattn._compat import named_children
+    stack = [net]
+    while stack:
+        block = stack.pop()
+        yield block
+        stack.extend(child for _, child in named_children(block))
+
+
+def test_zero_init_residual_is_off_by_request_and_never_touches_loaded_weights():
+    import resattn
+    net = resattn.get_model("attention56_cifar", width_mult=0.0625, classes=10)
+    trainer = Trainer(net, TrainConfig(**dict(CFG, zero_init_residual=False)), classes=10)
+    trainer.setup(iters_per_epoch=3)
+    net(mx.nd.ones((1, 3, 32, 32)))
+    assert all((g == 1).all() for g in _unit_gammas(net))
+    # Fine-tuning (reinit=False) keeps what the network holds.
+    before = [g.copy() for g in _unit_gammas(net)]
+    trainer = Trainer(net, TrainConfig(**dict(CFG, zero_init_residual=True)), classes=10)
+    trainer.setup(iters_per_epoch=3, reinit=False)
+    assert all((a == b).all() for a, b in zip(before, _unit_gammas(net)))

@@ -10,8 +10,12 @@ blocks, the network, the registry and zoo), :mod:`resattn.data`,
 on first use, so ``import resattn`` (and the command-line parser) does not
 start MXNet until a model is needed.
 """
-from . import _legacy
+from . import _legacy, _threads
 from ._lazy import attach
+
+# Before MXNet starts: every physical core, unless OMP_NUM_THREADS (or
+# RESATTN_AUTO_THREADS=0) says otherwise; resattn._threads says why.
+_threads.configure()
 
 __version__ = "0.2.0.dev0"
 

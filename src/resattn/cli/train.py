@@ -1,5 +1,6 @@
 """``resattn train``: train a zoo model and write metrics and checkpoints (also as a worker
 of a distributed job, under ``resattn launch``)."""
+import argparse
 import errno
 import os
 
@@ -19,7 +20,7 @@ def _train_args(p):
                    help="JSON file of settings, keys as in a run's config.json (which it may "
                         "be): the training settings, model_kwargs (width_mult, variant, "
                         "attention, learning, ...), cutout, subset, num_workers, data_root, "
-                        "syncbn; what a run only records (base_lr, classes, ctx, workers, "
+                        "syncbn; what a run only records (base_lr, classes, ctx, workers, threads, "
                         "global_batch_size) is ignored, model and dataset come from the "
                         "flags. Precedence: flags > --config > defaults")
     p.add_argument("--epochs", type=int, default=None)
@@ -53,6 +54,9 @@ def _train_args(p):
     p.add_argument("--label-smoothing", type=float, default=None)
     p.add_argument("--cutout", type=int, default=None, help="cutout square side (0: off)")
     p.add_argument("--init", choices=INITS, default=None)
+    p.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=None,
+                   help="start the last BatchNorm of every residual unit at zero, so that "
+                        "each unit starts as the identity (docs/attention.md measures why)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--dtype", choices=DTYPES, default=None)
     p.add_argument("--nonfinite", choices=NONFINITE, default=None,
@@ -68,7 +72,7 @@ def _train_args(p):
 #: Keys of a run's ``config.json`` that record the run rather than set it: ``--config``
 #: accepts and ignores them (the base rate follows from lr and batch size, the classes
 #: from the dataset, the devices from --gpus, the workers from the job).
-INFORMATIONAL_KEYS = ("base_lr", "classes", "ctx", "workers", "global_batch_size")
+INFORMATIONAL_KEYS = ("base_lr", "classes", "ctx", "workers", "global_batch_size", "threads")
 #: Keys of ``config.json`` besides the :class:`~resattn.training.TrainConfig` fields that
 #: ``--config`` applies (where the flag is not given); ``model`` and ``dataset`` are
 #: required flags, so the file's are only compared with them.
@@ -232,6 +236,12 @@ def _remove_temporaries(out):
             lock.release()
 
 
+def _thread_record():
+    """``{"omp_num_threads", "why"}`` for config.json: what this run computes with."""
+    from .. import _threads
+    return {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "why": _threads.CHOICE[1]}
+
+
 def _print_health(history, classes):
     """The run's verdict after its summary line: FAILED with the reasons, or nothing."""
     from ..training.callbacks import HEALTH_ADVICE, run_health
@@ -312,6 +322,9 @@ def _train(args):
         val_data = get_data_loader(args.dataset, False, cfg.batch_size, seed=cfg.seed,
                                    num_parts=val_parts, part_index=rank if val_parts > 1 else 0,
                                    **data_kw)
+        if rank == 0:
+            from .. import _threads
+            print("threads: %s" % _threads.CHOICE[1], flush=True)
         if parts > 1:
             print("%s: worker rank %d of %d, %d batches of %d per epoch from its shard (global "
                   "batch %d)" % (cfg.kvstore, rank, parts, len(train_data), cfg.batch_size,
@@ -319,7 +332,7 @@ def _train(args):
         extra = {"model": args.model, "dataset": args.dataset, "cutout": cutout,
                  "model_kwargs": kwargs, "subset": args.subset,
                  "num_workers": args.num_workers, "data_root": args.data_root,
-                 "syncbn": args.syncbn}
+                 "syncbn": args.syncbn, "threads": _thread_record()}
         if args.image_size is not None:  # absent otherwise, as in 0.1's config.json
             extra["image_size"] = args.image_size
         weights = {"model": args.model, "arch": dict(kwargs, classes=info["classes"]),

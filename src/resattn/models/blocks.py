@@ -14,7 +14,8 @@ from mxnet.gluon.nn import BatchNorm, HybridBlock
 from . import _onednn
 from .choices import ATTENTION_TYPES, LEARNING_TYPES, MAX_STAGE, VARIANTS
 
-__all__ = ["ResidualUnit", "ResNeXtUnit", "PostActResidualUnit", "PostActResNeXtUnit",
+__all__ = ["zero_init_residual", "ResidualUnit", "ResNeXtUnit", "PostActResidualUnit",
+           "PostActResNeXtUnit",
            "AttentionModule", "unit_class", "mask_pool_size",
            "ATTENTION_TYPES", "LEARNING_TYPES", "VARIANTS", "MAX_STAGE"]
 
@@ -357,6 +358,36 @@ class PostActResNeXtUnit(_PostActBottleneck):
         width = _resnext_width(channels, cardinality, width_ratio)
         super().__init__(channels, stride, in_channels, width, cardinality,
                          norm_layer, norm_kwargs, last_gamma, **kwargs)
+
+
+def zero_init_residual(net):
+    """Set to zero the last BatchNorm scale of every residual unit in ``net``.
+
+    Each unit then starts as the identity, its residual branch at zero (Goyal
+    et al. 2017; GluonCV's ``last_gamma``, torchvision's
+    ``zero_init_residual``), so an initialised network starts as a shallow
+    one whatever its depth. Works on initialised and on deferred parameters;
+    the mask heads and other BatchNorms are left alone. Only resattn's units
+    (:class:`ResidualUnit`, :class:`ResNeXtUnit` and their post-activation
+    kinds) are found, anywhere in ``net``.
+
+    Returns
+    -------
+    int
+        The number of units changed.
+    """
+    import mxnet as mx
+    from .._compat import named_children
+
+    count, stack = 0, [net]
+    while stack:
+        block = stack.pop()
+        if isinstance(block, (_PreActBottleneck, _PostActBottleneck)):
+            gamma = block.bn3.gamma
+            gamma.initialize(mx.init.Zero(), ctx=gamma.list_ctx(), force_reinit=True)
+            count += 1
+        stack.extend(child for _, child in named_children(block))
+    return count
 
 
 class AttentionModule(HybridBlock):

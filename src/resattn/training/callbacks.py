@@ -231,19 +231,31 @@ class HealthCheck(Callback):
                     print("warning: " + text, flush=True)
 
 
+def environment_line():
+    """``resattn V, MXNet V, threads: <why>; CPU: <model; ISA; cores>``: what a run ran on."""
+    import mxnet as mx
+
+    from .. import __version__, _threads
+    return "resattn %s, MXNet %s, threads: %s; CPU: %s" % (
+        __version__, mx.__version__, _threads.CHOICE[1], _threads.describe_cpu())
+
+
 class MetricsLogger(Callback):
-    """``metrics.jsonl`` (one JSON row per epoch) and ``train.log`` (one line per epoch)."""
+    """``metrics.jsonl`` (one JSON row per epoch) and ``train.log`` (a header naming the
+    versions, the thread count and the CPU, then one line per epoch and its warnings)."""
 
     def __init__(self, out_dir):
         self.metrics = os.path.join(out_dir, "metrics.jsonl")
         self.log = os.path.join(out_dir, "train.log")
+        self.header = None
 
     def on_fit_start(self, trainer):
+        self.header = [environment_line()]
         write_metrics(self.metrics, trainer.state.history)
 
     def on_epoch_end(self, trainer, row, improved):
         write_metrics(self.metrics, trainer.state.history)
-        write_log(self.log, trainer.state.history, trainer.config.epochs)
+        write_log(self.log, trainer.state.history, trainer.config.epochs, self.header)
 
 
 class Checkpointer(Callback):

@@ -928,10 +928,13 @@ def write_metrics(path, history):
     atomic_write(path, write)
 
 
-def write_log(path, history, epochs):
-    """``train.log``: one human-readable line per epoch, written atomically."""
+def write_log(path, history, epochs, header=None):
+    """``train.log``: ``header`` (lines, each written after ``# ``), then one human-readable
+    line per epoch and its warnings; written atomically."""
     def write(tmp):
         with open(tmp, "w") as f:
+            for line in header or ():
+                f.write("# %s\n" % line)
             for r in history:
                 f.write("epoch %d/%d train_loss %.4f val_loss %.4f val_top1 %.4f val_top5 %.4f "
                         "lr %.5f img/s %.1f time %.1fs\n" % (

@@ -8,7 +8,8 @@ import os
 
 __all__ = ["TrainConfig", "NonFiniteLossError", "check_kvstore", "check_num_workers",
            "max_loader_workers", "default_warmup_epochs", "KVSTORES", "LR_MODES", "OPTIMIZERS",
-           "NONFINITE", "INITS", "DTYPES", "LOADER_WORKERS_PER_CPU", "WARMUP_EPOCHS"]
+           "NONFINITE", "INITS", "DTYPES", "LOADER_WORKERS_PER_CPU", "WARMUP_EPOCHS",
+           "INIT_ONLY_FIELDS"]
 
 #: How gradients are aggregated: on one machine ('local', 'device') or across the
 #: workers of a parameter-server job (``dist_*``, under ``resattn launch``).
@@ -78,6 +79,11 @@ def default_warmup_epochs(epochs):
     return min(WARMUP_EPOCHS, epochs - 1)
 
 
+#: Settings that only decide how a run initialises its network: a resumed run (which loads
+#: its parameters) ignores them, and a checkpoint written before one existed resumes.
+INIT_ONLY_FIELDS = ("init", "zero_init_residual")
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
@@ -89,6 +95,9 @@ class TrainConfig:
     ``lr=None`` means ``0.1 * batch_size / 64`` (the linear scaling rule with
     the seed's base rate). ``mixup_off_epochs`` switches mixup off for the
     last epochs; ``lr_steps`` are epochs for ``lr_mode='step'``.
+    ``zero_init_residual`` starts the last BatchNorm of every residual unit at
+    zero (Goyal et al. 2017), so that each unit starts as the identity; it
+    only acts when a run initialises the network (not on resume or fine-tuning).
     """
     epochs: int = 220
     batch_size: int = 64
@@ -105,6 +114,7 @@ class TrainConfig:
     mixup_off_epochs: int = 20
     label_smoothing: float = 0.0
     init: str = "msraprelu"
+    zero_init_residual: bool = False
     seed: int = 0
     dtype: str = "float32"
     nonfinite: str = "stop"

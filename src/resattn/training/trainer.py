@@ -14,9 +14,10 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
+from ..models.blocks import zero_init_residual
 from .callbacks import Checkpointer, default_callbacks
 from .checkpoint import load_checkpoint, prepare_run_dir
-from .config import NonFiniteLossError, TrainConfig, check_kvstore
+from .config import INIT_ONLY_FIELDS, NonFiniteLossError, TrainConfig, check_kvstore
 from .distributed import Workers, create_kvstore, make_optimizer
 from .recipe import make_lr_scheduler, mixup_batch, seed_everything, smooth_labels, split_batch
 from .state import TrainState
@@ -148,6 +149,8 @@ class Trainer:
             init = mx.init.MSRAPrelu() if cfg.init == "msraprelu" else mx.init.Xavier()
             self.net.initialize(init, ctx=self.ctx, force_reinit=reinit)
             self.net.collect_params().reset_ctx(self.ctx)
+            if cfg.zero_init_residual and reinit:
+                zero_init_residual(self.net)
         if cfg.no_wd:
             for name, param in self.net.collect_params().items():
                 if name.endswith(("gamma", "beta", "bias")):
@@ -187,8 +190,12 @@ class Trainer:
                              % self.kvstore.type)
         meta = load_checkpoint(prefix, self.net, self.trainer, ctx=self.ctx)
         saved = meta.get("config")
-        if saved and saved != self.config_dict():
-            changed = sorted(k for k, v in self.config_dict().items() if saved.get(k) != v)
+        # How the network was initialised does not matter to a run that loads it.
+        current = {k: v for k, v in self.config_dict().items() if k not in INIT_ONLY_FIELDS}
+        if saved:
+            saved = {k: v for k, v in saved.items() if k not in INIT_ONLY_FIELDS}
+        if saved and saved != current:
+            changed = sorted(k for k, v in current.items() if saved.get(k) != v)
             raise ValueError("--resume with different settings (%s) than the checkpoint; start "
                              "a new --out or use the same settings" % ", ".join(changed))
         if meta.get("workers", 1) != self.workers.num_workers:
