@@ -23,6 +23,9 @@ arm but the first two of ``demo`` starts each residual unit at the identity
 ``demo``
     ``make demo``'s recipe, attention against plain, before and after the fix
     (10 seeds).
+``demo-9-epochs``
+    The same cut to 9 epochs, where runs that leave the chance plateau late
+    fail (10 seeds).
 
 Sizes and schedules are chosen so that each experiment takes about an hour or
 less on two cores (``--seeds`` and ``--epochs`` change them). Finished runs are
@@ -61,6 +64,10 @@ ARMS = {
     "nal56-zero-init": _A56 + _DIGITS + ["--learning", "nal"] + _ZERO,
     "arl92-zero-init": _A92 + _DIGITS + _ZERO,
     "nal92-zero-init": _A92 + _DIGITS + ["--learning", "nal"] + _ZERO,
+    # The issue's failing command: make demo's recipe cut to 9 epochs.
+    "attention-9ep": _A56 + _DIGITS + _NO_ZERO,
+    "attention-zero-init-9ep": _A56 + _DIGITS + _ZERO,
+    "plain-9ep": _A56 + _DIGITS + ["--attention", "none"] + _NO_ZERO,
     "cluttered40-attention-zero-init": _A56 + _CLUTTERED + _ZERO,
     "cluttered40-plain-zero-init": _A56 + _CLUTTERED + ["--attention", "none"] + _ZERO,
 }
@@ -68,6 +75,7 @@ ARMS = {
 #: ``name: (arms, epochs, default seeds)``.
 EXPERIMENTS = {
     "demo": (["attention", "plain", "attention-zero-init", "plain-zero-init"], 15, 10),
+    "demo-9-epochs": (["attention-9ep", "attention-zero-init-9ep", "plain-9ep"], 9, 10),
     "arl-vs-nal": (["attention-zero-init", "nal56-zero-init", "arl92-zero-init",
                     "nal92-zero-init"], 15, 3),
     "attention-types": (["attention-zero-init", "channel-zero-init", "spatial-zero-init"],

@@ -46,11 +46,15 @@ def main(argv=None):
     p.add_argument("--width-mult", type=float, default=0.0625)
     p.add_argument("--model", default="attention56_cifar")
     p.add_argument("--dataset", default="digits")
-    p.add_argument("--last-gamma", action="store_true", help="zero-initialised last BN")
+    p.add_argument("--last-gamma", action="store_true",
+                   help="the model's last_gamma=True: each unit's last BatchNorm scale at zero")
+    p.add_argument("--zero-init-residual", action="store_true",
+                   help="the trainer's zero_init_residual: each unit's branch starts at zero")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--warmup-epochs", type=int, default=1)
     p.add_argument("--mixup-off-epochs", type=int, default=3)
     p.add_argument("--first-steps", type=int, default=30, help="probe each of these steps")
+    p.add_argument("--subset", type=int, default=None, help="only the first N images")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -75,9 +79,10 @@ def main(argv=None):
     probe = resattn.get_model(args.model, **kwargs)
     probe.initialize()
     cfg = TrainConfig(epochs=args.epochs, batch_size=64, warmup_epochs=args.warmup_epochs,
-                      mixup_off_epochs=args.mixup_off_epochs, seed=args.seed, lr=args.lr)
-    train = get_data_loader(args.dataset, True, cfg.batch_size, seed=cfg.seed)
-    val = get_data_loader(args.dataset, False, cfg.batch_size, seed=cfg.seed)
+                      mixup_off_epochs=args.mixup_off_epochs, seed=args.seed, lr=args.lr,
+                      zero_init_residual=args.zero_init_residual)
+    train = get_data_loader(args.dataset, True, cfg.batch_size, seed=cfg.seed, subset=args.subset)
+    val = get_data_loader(args.dataset, False, cfg.batch_size, seed=cfg.seed, subset=args.subset)
     x, y = next(iter(val))
     probe(x)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()

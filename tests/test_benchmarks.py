@@ -59,3 +59,74 @@ def test_profile_ops_lists_operators():
     rows = table_rows(proc.stdout)
     assert rows[0] == "operator" and len(rows) == 5
     assert any("Convolution" in row for row in rows[1:])
+
+
+TINY_TRAIN = ("--model attention56_cifar --width-mult 0.0625 --dataset digits --subset 64 "
+              "--batch-size 32 --warmup-epochs 1 --mixup-off-epochs 1")
+
+
+def test_seed_study_runs_every_arm_and_seed_and_counts_failures(tmp_path):
+    out = tmp_path / "study"
+    proc = run("seed_study.py", "--seeds", "2", "--epochs", "2", "--base", TINY_TRAIN,
+               "--arm", "attention=", "--arm", "plain=--attention none", "--out", str(out))
+    assert proc.stdout.startswith("machine: ")
+    assert table_rows(proc.stdout) == ["arm", "attention", "plain"]
+    summary = json.loads((out / "summary.json").read_text())
+    for arm in ("attention", "plain"):
+        runs = summary["results"][arm]["runs"]
+        assert sorted(r["seed"] for r in runs) == [0, 1]
+        # 64 images, 2 epochs: whatever the verdict, it is the documented rule's.
+        for r in runs:
+            rows = [json.loads(line) for line in
+                    (out / arm / ("seed%d" % r["seed"]) / "metrics.jsonl").read_text().split("\n")
+                    if line]
+            failed = rows[-1]["val_top1"] < 0.19 or rows[-1]["train_loss"] > 0.9 * 2.302585
+            assert r["status"] == ("failed" if failed else "ok")
+    # Finished runs are reused: the report alone, and a second study, train nothing.
+    again = run("seed_study.py", "--seeds", "2", "--epochs", "2", "--base", TINY_TRAIN,
+                "--arm", "attention=", "--arm", "plain=--attention none", "--out", str(out))
+    assert "exit" not in again.stdout and table_rows(again.stdout) == table_rows(proc.stdout)
+
+
+def test_ablations_report_and_figure_from_finished_runs(tmp_path):
+    # Runs as the study leaves them (metrics.jsonl of every arm and seed): nothing trains.
+    out = tmp_path / "study"
+    for arm, top1 in (("attention-9ep", 0.10), ("attention-zero-init-9ep", 0.9),
+                      ("plain-9ep", 0.92)):
+        for seed in (0, 1):
+            d = out / arm / ("seed%d" % seed)
+            d.mkdir(parents=True)
+            rows = [{"epoch": e, "train_loss": 2.31 if top1 < 0.2 else 1.0 / e,
+                     "val_loss": 2.3, "val_top1": top1 + 0.01 * seed, "val_top5": 0.5,
+                     "time_s": 1.0} for e in range(1, 10)]
+            (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = run("ablations.py", "demo-9-epochs", "--seeds", "2", "--out", str(out))
+    assert table_rows(proc.stdout) == ["arm", "attention-9ep", "attention-zero-init-9ep",
+                                       "plain-9ep"]
+    assert "| attention-9ep | 2 | 2 (seeds 0,1) |" in proc.stdout
+    assert (out / "demo-9-epochs.png").read_bytes()[:4] == b"\x89PNG"
+    result = json.loads((out / "demo-9-epochs.json").read_text())
+    assert result["results"]["attention-zero-init-9ep"]["failed_seeds"] == []
+
+
+def test_diagnose_training_probes_the_first_steps(tmp_path):
+    out = tmp_path / "diag"
+    run("diagnose_training.py", "--epochs", "2", "--subset", "64", "--first-steps", "2",
+        "--out", str(out))
+    rows = [json.loads(line) for line in (out / "probes.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows][:2] == [1, 2]
+    for key in ("grad_norm", "param_norm", "loss_train_mode", "loss_eval_mode",
+                "bn_worst_var_ratio"):
+        assert rows[0][key] > 0
+    modules = rows[0]["modules_eval_mode"]
+    assert len(modules) == 3 and all(0 < m["mask_mean"] < 1 for m in modules.values())
+
+
+def test_profile_threads_compares_thread_counts_and_wait_policies(tmp_path):
+    proc = run("profile_threads.py", "--nets", "tiny", "--modes", "infer", "--steps", "2",
+               "--json", str(tmp_path / "t.json"))
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert {(r["threads"], r["policy"]) for r in result["results"]} >= {(1, "default"),
+                                                                         (1, "PASSIVE")}
+    assert all(r["img_per_s"] > 0 for r in result["results"])
+    assert "tiny" in table_rows(proc.stdout)

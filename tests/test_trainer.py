@@ -173,16 +173,22 @@ def test_a_stop_at_the_end_of_an_epoch():
 
 
 # ----------------------------------------------------------------------------- zero init
-def _unit_gammas(net):
+def _units(net):
     from resattn.models.blocks import _PostActBottleneck, _PreActBottleneck
     from resattn._compat import named_children
     found, stack = [], [net]
     while stack:
         block = stack.pop()
         if isinstance(block, (_PreActBottleneck, _PostActBottleneck)):
-            found.append(block.bn3.gamma.data().asnumpy())
+            found.append(block)
         stack.extend(child for _, child in named_children(block))
     return found
+
+
+def _branch_ends(net):
+    """The parameter zero_init_residual zeroes in each unit, as arrays."""
+    return [(u.conv3.weight if u.preactivation else u.bn3.gamma).data().asnumpy()
+            for u in _units(net)]
 
 
 @pytest.mark.parametrize("unit", ["ResidualUnit", "PostActResidualUnit"])
@@ -195,28 +201,19 @@ def test_zero_init_residual_makes_every_unit_start_as_the_identity(unit):
     trainer.setup(iters_per_epoch=3)
     x = mx.nd.array(np.random.RandomState(0).normal(size=(2, 3, 32, 32)))
     net(x)
-    gammas = _unit_gammas(net)
-    assert len(gammas) == 27 and all((g == 0).all() for g in gammas)
-    # Only the units' last BatchNorm: the others (and the mask heads') still start at one.
-    others = [p.data().asnumpy() for n, p in net.collect_params().items()
-              if n.endswith("gamma")]
-    assert sum(int((g == 1).all()) for g in others) == len(others) - 27
-    # A unit on its own is then the identity (pre-activation) or relu of it (post).
-    one = [b for b in _walk_blocks(net) if isinstance(b, (blocks._PreActBottleneck,
-                                                          blocks._PostActBottleneck))
-           and not b.has_projection][0]
+    ends = _branch_ends(net)
+    assert len(ends) == 27 and all((e == 0).all() for e in ends)
+    # Nothing else: every BatchNorm scale of a pre-activation network still starts at one,
+    # all but the 27 last ones of a post-activation network.
+    gammas = [p.data().asnumpy() for n, p in net.collect_params().items() if n.endswith("gamma")]
+    zeros = sum(int((g == 0).all()) for g in gammas)
+    assert zeros == (0 if unit == "ResidualUnit" else 27)
+    assert sum(int((g == 1).all()) for g in gammas) == len(gammas) - zeros
+    # A unit without projection is then the identity (pre-activation) or relu of it (post).
+    one = [u for u in _units(net) if not u.has_projection][0]
     z = mx.nd.array(np.random.RandomState(1).normal(size=(2, one.in_channels, 8, 8)))
     expected = z if one.preactivation else mx.nd.relu(z)
     np.testing.assert_allclose(one(z).asnumpy(), expected.asnumpy(), atol=1e-6)
-
-
-def _walk_blocks(net):
-    from resattn._compat import named_children
-    stack = [net]
-    while stack:
-        block = stack.pop()
-        yield block
-        stack.extend(child for _, child in named_children(block))
 
 
 def test_zero_init_residual_is_off_by_request_and_never_touches_loaded_weights():
@@ -225,9 +222,47 @@ def test_zero_init_residual_is_off_by_request_and_never_touches_loaded_weights()
     trainer = Trainer(net, TrainConfig(**dict(CFG, zero_init_residual=False)), classes=10)
     trainer.setup(iters_per_epoch=3)
     net(mx.nd.ones((1, 3, 32, 32)))
-    assert all((g == 1).all() for g in _unit_gammas(net))
+    assert all((e != 0).any() for e in _branch_ends(net))
     # Fine-tuning (reinit=False) keeps what the network holds.
-    before = [g.copy() for g in _unit_gammas(net)]
+    before = [e.copy() for e in _branch_ends(net)]
     trainer = Trainer(net, TrainConfig(**dict(CFG, zero_init_residual=True)), classes=10)
     trainer.setup(iters_per_epoch=3, reinit=False)
-    assert all((a == b).all() for a, b in zip(before, _unit_gammas(net)))
+    assert all((a == b).all() for a, b in zip(before, _branch_ends(net)))
+
+
+def _grads_after_a_step(block, x, init=None):
+    """|grad| of each parameter of a residual block in the second of two SGD steps on ``x``."""
+    from mxnet import autograd
+    block.initialize(mx.init.MSRAPrelu())
+    block(x)
+    if init is not None:
+        init(block)
+    trainer = gluon.Trainer(block.collect_params(), "sgd", {"learning_rate": 0.1})
+    for _ in range(2):
+        with autograd.record():
+            out = block(x)
+            loss = ((out - 1) ** 2).mean()
+        loss.backward()
+        grads = {name: float(p.grad().abs().sum().asscalar())
+                 for name, p in block.collect_params().items() if p.grad_req != "null"}
+        trainer.step(1)
+    return grads
+
+
+def test_a_zero_scale_before_a_relu_kills_the_branch_gluoncv_and_resattn_alike():
+    """GluonCV's own pre-activation BottleneckV2 with last_gamma=True: its last BatchNorm
+    feeds a ReLU at exactly 0, whose derivative is 0, so no parameter of the branch ever
+    gets a gradient. resattn's ResidualUnit(last_gamma=True) is the same, which is why
+    zero_init_residual zeroes a pre-activation unit's last convolution instead: after the
+    first step every parameter of the branch learns."""
+    from resattn._compat import import_gluoncv
+    import_gluoncv()
+    from gluoncv.model_zoo.resnet import BottleneckV2
+    from resattn.models.blocks import ResidualUnit, zero_init_residual
+    x = mx.nd.array(np.random.RandomState(0).normal(size=(2, 16, 6, 6)))
+    theirs = _grads_after_a_step(BottleneckV2(16, 1, in_channels=16, last_gamma=True), x)
+    assert len(theirs) == 9 and all(v == 0 for v in theirs.values()), theirs
+    same = _grads_after_a_step(ResidualUnit(16, in_channels=16, last_gamma=True), x)
+    assert len(same) == 9 and all(v == 0 for v in same.values()), same
+    ours = _grads_after_a_step(ResidualUnit(16, in_channels=16), x, init=zero_init_residual)
+    assert len(ours) == 9 and all(v > 0 for v in ours.values()), ours

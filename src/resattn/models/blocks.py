@@ -188,8 +188,14 @@ class ResidualUnit(_PreActBottleneck):
     norm_kwargs : dict, optional
         Keyword arguments for ``norm_layer`` (``{'num_devices': 4}``).
     last_gamma : bool, default False
-        Initialise the scale of the last BatchNorm to zero, so that the
-        residual branch starts at zero (GluonCV's ``last_gamma``). Same parameters.
+        Initialise the scale of the last BatchNorm to zero, as GluonCV's
+        ``last_gamma`` (same parameters). In this pre-activation unit that
+        BatchNorm feeds a ReLU at exactly 0, whose derivative is 0, so the
+        branch then never gets a gradient and stays at zero (GluonCV's own
+        ``BottleneckV2`` does the same; ``tests/test_trainer.py`` checks both):
+        kept for parity with GluonCV. To train a network whose units start as
+        the identity, use :func:`zero_init_residual` (``resattn train
+        --zero-init-residual``), which zeroes the last convolution instead.
 
     Examples
     --------
@@ -361,15 +367,26 @@ class PostActResNeXtUnit(_PostActBottleneck):
 
 
 def zero_init_residual(net):
-    """Set to zero the last BatchNorm scale of every residual unit in ``net``.
+    """Start every residual unit of ``net`` as the identity: the last layer of its branch at zero.
 
-    Each unit then starts as the identity, its residual branch at zero (Goyal
-    et al. 2017; GluonCV's ``last_gamma``, torchvision's
-    ``zero_init_residual``), so an initialised network starts as a shallow
-    one whatever its depth. Works on initialised and on deferred parameters;
-    the mask heads and other BatchNorms are left alone. Only resattn's units
-    (:class:`ResidualUnit`, :class:`ResNeXtUnit` and their post-activation
-    kinds) are found, anywhere in ``net``.
+    An initialised deep network then starts as a shallow one, whatever its
+    depth (Goyal et al. 2017; Zhang et al. 2019, Fixup). Which layer is zeroed
+    depends on the unit's layout:
+
+    - post-activation units (:class:`PostActResidualUnit`, :class:`PostActResNeXtUnit`):
+      the scale (gamma) of the last BatchNorm, just before the addition, as
+      torchvision's ``zero_init_residual`` does;
+    - pre-activation units (:class:`ResidualUnit`, :class:`ResNeXtUnit`): the
+      weights of the last convolution. Their last BatchNorm sits before a
+      ReLU, so a zero scale there (GluonCV's ``last_gamma``) makes the ReLU's
+      input exactly 0, where its derivative is 0: no gradient ever reaches that
+      BatchNorm or the two convolutions before it, and the branch stays dead
+      (``docs/attention.md`` measures it). A zero last convolution gets its
+      gradient at once, and the branch opens after the first step.
+
+    Works on initialised and on deferred parameters; the mask heads, the
+    projections and the other layers are left alone. Only resattn's units are
+    found, anywhere in ``net``.
 
     Returns
     -------
@@ -383,8 +400,9 @@ def zero_init_residual(net):
     while stack:
         block = stack.pop()
         if isinstance(block, (_PreActBottleneck, _PostActBottleneck)):
-            gamma = block.bn3.gamma
-            gamma.initialize(mx.init.Zero(), ctx=gamma.list_ctx(), force_reinit=True)
+            param = (block.conv3.weight if isinstance(block, _PreActBottleneck)
+                     else block.bn3.gamma)
+            param.initialize(mx.init.Zero(), ctx=param.list_ctx(), force_reinit=True)
             count += 1
         stack.extend(child for _, child in named_children(block))
     return count
