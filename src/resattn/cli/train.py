@@ -55,8 +55,8 @@ def _train_args(p):
     p.add_argument("--cutout", type=int, default=None, help="cutout square side (0: off)")
     p.add_argument("--init", choices=INITS, default=None)
     p.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=None,
-                   help="start the last BatchNorm of every residual unit at zero, so that "
-                        "each unit starts as the identity (docs/attention.md measures why)")
+                   help="start every residual unit as the identity, its branch's last layer "
+                        "at zero (default: on; docs/attention.md measures why)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--dtype", choices=DTYPES, default=None)
     p.add_argument("--nonfinite", choices=NONFINITE, default=None,

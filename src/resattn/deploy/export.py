@@ -198,8 +198,8 @@ def export_onnx(net, path, input_size=32, dynamic=True, ctx=None):
 
 
 def check_onnx(path, net, input_sizes=(32, (40, 24)), batch_size=2, rtol=1e-4, ctx=None,
-               seed=0):
-    """Run an ONNX file in ONNX Runtime and compare it with ``net`` in MXNet.
+               seed=0, engine="onnxruntime"):
+    """Run an ONNX file in ONNX Runtime (or OpenVINO) and compare it with ``net`` in MXNet.
 
     Parameters
     ----------
@@ -207,21 +207,16 @@ def check_onnx(path, net, input_sizes=(32, (40, 24)), batch_size=2, rtol=1e-4, c
         Sizes to test from the one file (two differing sizes test dynamic H, W).
     rtol : float
         Largest allowed ``max|onnx - mxnet| / max|mxnet|``.
+    engine : {'onnxruntime', 'openvino'}
+        The engine that runs the file, in float32 (see :func:`resattn.deploy.load_onnx`).
 
     Returns
     -------
     dict
         Input shape -> relative difference. A ValueError names any size above ``rtol``.
     """
-    try:
-        import onnxruntime
-    except ImportError as err:
-        raise ImportError("check_onnx needs onnxruntime: %s (%s)" % (_ONNX_HINT, err)) from err
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(os.fspath(path), options,
-                                           providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    from .engines import load_onnx
+    model = load_onnx(path, engine)
     rng = np.random.RandomState(seed)
     ctx = _ctx(ctx)
     diffs, bad = {}, []
@@ -229,16 +224,15 @@ def check_onnx(path, net, input_sizes=(32, (40, 24)), batch_size=2, rtol=1e-4, c
         shape = _input_shape(size, batch_size)
         x = rng.standard_normal(shape).astype(np.float32)
         ref = net(mx.nd.array(x, ctx=ctx)).asnumpy()
-        got = session.run(None, {name: x})[0]
+        got = model(x)
         if got.shape != ref.shape:
-            raise ValueError("%s at input %s: ONNX output shape %s, MXNet %s"
-                             % (path, shape, got.shape, ref.shape))
+            raise ValueError("%s at input %s: %s output shape %s, MXNet %s"
+                             % (path, shape, engine, got.shape, ref.shape))
         rel = float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12))
         diffs[shape] = rel
         if rel > rtol:
             bad.append("%s: %.3g" % ("x".join(map(str, shape)), rel))
     if bad:
-        raise ValueError("%s differs from MXNet by more than rtol=%g at %s"
-                         % (path, rtol, ", ".join(bad)))
+        raise ValueError("%s differs from MXNet by more than rtol=%g in %s at %s"
+                         % (path, rtol, engine, ", ".join(bad)))
     return diffs
-

@@ -95,9 +95,12 @@ class TrainConfig:
     ``lr=None`` means ``0.1 * batch_size / 64`` (the linear scaling rule with
     the seed's base rate). ``mixup_off_epochs`` switches mixup off for the
     last epochs; ``lr_steps`` are epochs for ``lr_mode='step'``.
-    ``zero_init_residual`` starts the last BatchNorm of every residual unit at
-    zero (Goyal et al. 2017), so that each unit starts as the identity; it
-    only acts when a run initialises the network (not on resume or fine-tuning).
+    ``zero_init_residual`` (default True) starts every residual unit as the
+    identity, the last layer of its branch at zero
+    (:func:`resattn.models.blocks.zero_init_residual`); it only acts when a run
+    initialises the network (not on resume or fine-tuning). Measured in
+    ``docs/attention.md``: over 10 seeds of the demo recipe cut to 9 epochs, test
+    top-1 0.973 +- 0.007 with it against 0.883 +- 0.070 without.
     """
     epochs: int = 220
     batch_size: int = 64
@@ -114,7 +117,7 @@ class TrainConfig:
     mixup_off_epochs: int = 20
     label_smoothing: float = 0.0
     init: str = "msraprelu"
-    zero_init_residual: bool = False
+    zero_init_residual: bool = True
     seed: int = 0
     dtype: str = "float32"
     nonfinite: str = "stop"
