@@ -64,14 +64,21 @@ def main(argv=None):
     step = mxnet_step(net, x, y if args.mode == "train" else None)
     step()
     step()
+    # The profiler writes (and at exit replaces) its trace file: never point it at
+    # os.devnull, which it would turn into a regular file for every process on the machine.
+    import shutil
+    import tempfile
+    trace_dir = tempfile.mkdtemp(prefix="resattn-profile-")
     profiler.set_config(profile_all=True, aggregate_stats=True,
-                        filename=os.devnull if os.name != "nt" else "NUL")
+                        filename=os.path.join(trace_dir, "profile.json"))
     profiler.set_state("run")
     for _ in range(args.steps):
         step()
     mx.nd.waitall()
     profiler.set_state("stop")
     table = profiler.dumps(reset=True, format="json")
+    profiler.dump(finished=True)  # the trace now, not at exit: then the folder can go
+    shutil.rmtree(trace_dir, ignore_errors=True)
     import json
     stats = json.loads(table)["Time"]["operator"]
     ops = sorted(((name, s["Total"] / args.steps, s["Count"] // args.steps)

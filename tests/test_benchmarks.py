@@ -59,6 +59,9 @@ def test_profile_ops_lists_operators():
     rows = table_rows(proc.stdout)
     assert rows[0] == "operator" and len(rows) == 5
     assert any("Convolution" in row for row in rows[1:])
+    # It once pointed MXNet's profiler at os.devnull, which MXNet replaced by a regular file.
+    import stat
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
 
 
 TINY_TRAIN = ("--model attention56_cifar --width-mult 0.0625 --dataset digits --subset 64 "

@@ -929,8 +929,8 @@ def write_metrics(path, history):
 
 
 def write_log(path, history, epochs, header=None):
-    """``train.log``: ``header`` (lines, each written after ``# ``), then one human-readable
-    line per epoch and its warnings; written atomically."""
+    """``train.log``: the ``header`` lines (each after a hash sign and a space), then one
+    human-readable line per epoch and its warnings; written atomically."""
     def write(tmp):
         with open(tmp, "w") as f:
             for line in header or ():
