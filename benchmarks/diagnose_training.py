@@ -66,6 +66,7 @@ def main(argv=None):
 
     import resattn
     from resattn.data import dataset_info, get_data_loader
+    from resattn._compat import iter_blocks
     from resattn.models.blocks import AttentionModule
     from resattn.training import Callback, TrainConfig, default_callbacks, fit
 
@@ -110,7 +111,7 @@ def main(argv=None):
             "mask_saturated": float(((m < 0.01) | (m > 0.99)).mean())}
 
     modules = []
-    for block in _walk(probe):
+    for block in iter_blocks(probe):
         if isinstance(block, gluon.nn.BatchNorm):
             block.register_forward_hook(bn_hook)
         elif isinstance(block, AttentionModule):
@@ -172,13 +173,6 @@ def main(argv=None):
         print("epoch %d train_loss %.3f val_loss %.3g val_top1 %.4f" % (
             r["epoch"], r["train_loss"], r["val_loss"], r["val_top1"]))
     return 0
-
-
-def _walk(block):
-    from resattn._compat import named_children
-    yield block
-    for _, child in named_children(block):
-        yield from _walk(child)
 
 
 if __name__ == "__main__":

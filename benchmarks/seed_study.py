@@ -4,7 +4,7 @@
 Runs ``resattn train`` once per (arm, seed), each in its own process with its
 own ``--out``, ``--jobs`` at a time (one thread each by default, so two jobs
 fill two cores), then reports per arm: the failure rate (a run whose final
-test top-1 is below twice chance, or whose final training loss is still
+test top-1 is below ``near_chance`` (0.19 for 10 classes), or whose final training loss is still
 within 10% of chance, ``ln(classes)``), the spread of the final and best test
 top-1 over the runs that did not fail, and the largest evaluation loss seen.
 The defaults are ``make demo``'s own recipe (Attention-56 / 16 on ``digits``).
@@ -31,6 +31,7 @@ import sys
 import time
 
 from _common import describe_machine
+from resattn.training.callbacks import near_chance
 
 #: ``make demo``'s training flags (examples/demo.py), less --epochs and --out.
 DEMO = ["--model", "attention56_cifar", "--width-mult", "0.0625", "--dataset", "digits",
@@ -59,7 +60,8 @@ def verdict(rows, classes, epochs):
         return "incomplete", {}
     last = rows[-1]
     chance_loss = math.log(classes)
-    failed = last["val_top1"] < 2.0 / classes or last["train_loss"] > 0.9 * chance_loss
+    # The library's own rule of "near chance" (resattn train's FAILED line uses it too).
+    failed = last["val_top1"] < near_chance(classes) or last["train_loss"] > 0.9 * chance_loss
     best = max(rows, key=lambda r: r["val_top1"])
     return ("failed" if failed else "ok"), {
         "final_top1": last["val_top1"], "best_top1": best["val_top1"], "best_epoch": best["epoch"],

@@ -123,6 +123,15 @@ def named_children(block):
     return list(block._children.items())
 
 
+def iter_blocks(block):
+    """``block`` and every block under it, depth first, each once per place it is registered."""
+    stack = [block]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(child for _, child in reversed(named_children(current)))
+
+
 def set_child(parent, name, child):
     """Replace the registered child ``name`` of ``parent`` by ``child``.
 

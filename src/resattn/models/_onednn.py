@@ -196,18 +196,12 @@ def _cache(block):
     return cache
 
 
-def _walk(block):
-    yield block
-    for _, child in _compat.named_children(block):
-        yield from _walk(child)
-
-
 def _channel_bound(block):
     """Largest ``G * ceil((O/G)/16)`` of the 1x1 convolutions under ``block``."""
     cache = _cache(block)
     if cache["bound"] is None:
         bound = 0
-        for child in _walk(block):
+        for child in _compat.iter_blocks(block):
             kw = _compat.conv_kwargs(child) if isinstance(child, nn.Conv2D) else None
             if kw is not None and tuple(kw["kernel"]) == (1, 1):
                 groups = kw["num_group"]

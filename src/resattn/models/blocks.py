@@ -394,17 +394,15 @@ def zero_init_residual(net):
         The number of units changed.
     """
     import mxnet as mx
-    from .._compat import named_children
+    from .._compat import iter_blocks
 
-    count, stack = 0, [net]
-    while stack:
-        block = stack.pop()
+    count = 0
+    for block in iter_blocks(net):
         if isinstance(block, (_PreActBottleneck, _PostActBottleneck)):
             param = (block.conv3.weight if isinstance(block, _PreActBottleneck)
                      else block.bn3.gamma)
             param.initialize(mx.init.Zero(), ctx=param.list_ctx(), force_reinit=True)
             count += 1
-        stack.extend(child for _, child in named_children(block))
     return count
 
 
