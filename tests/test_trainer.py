@@ -266,3 +266,39 @@ def test_a_zero_scale_before_a_relu_kills_the_branch_gluoncv_and_resattn_alike()
     assert len(same) == 9 and all(v == 0 for v in same.values()), same
     ours = _grads_after_a_step(ResidualUnit(16, in_channels=16), x, init=zero_init_residual)
     assert len(ours) == 9 and all(v > 0 for v in ours.values()), ours
+
+
+def _initial_weights(seed, draws=0, **overrides):
+    """A demo-size network's weights as Trainer.setup and the first forward pass leave them."""
+    import resattn
+    net = resattn.get_model("attention56_cifar", width_mult=0.0625, classes=10)
+    trainer = Trainer(net, TrainConfig(**dict(CFG, seed=seed, **overrides)), classes=10)
+    trainer.setup(iters_per_epoch=3)
+    # Whatever the process drew before the first forward pass (deferred initialisation).
+    mx.random.seed(1234 + draws)
+    mx.nd.random.uniform(shape=(draws + 1,)).wait_to_read()
+    net(mx.nd.zeros((1, 3, 32, 32)))
+    return [p.data().asnumpy().copy() for p in net.collect_params().values()]
+
+
+def test_the_initial_weights_follow_the_seed_and_nothing_else():
+    first = _initial_weights(0)
+    # Another network object (other parameter names), another generator state: same weights.
+    again = _initial_weights(0, draws=7)
+    assert len(first) == len(again)
+    assert all((a == b).all() for a, b in zip(first, again))
+    other = _initial_weights(1)
+    random = [i for i, (a, b) in enumerate(zip(first, other)) if not (a == b).all()]
+    # Every convolution and dense weight differs; constants (BN, biases, the 27 branch ends
+    # zero_init_residual zeroes) do not.
+    weights = [i for i, a in enumerate(first) if a.ndim in (2, 4) and a.size > 1]
+    zeroed = [i for i in weights if not first[i].any()]
+    assert len(zeroed) == 27
+    assert random == [i for i in weights if i not in zeroed] and len(random) > 60
+    # Still MSRAPrelu (factor 'avg', slope 0.25): std = sqrt(2 / 1.0625 / ((fan_in + fan_out) / 2)).
+    for i in random:
+        shape = first[i].shape
+        field = np.prod(shape[2:]) if len(shape) == 4 else 1
+        expected = np.sqrt(2.0 / 1.0625 / ((shape[0] + shape[1]) * field / 2.0))
+        if first[i].size >= 1000:
+            assert abs(first[i].std() / expected - 1) < 0.1, (i, first[i].shape)

@@ -16,7 +16,7 @@ import numpy as np
 from .._compat import import_gluoncv
 
 __all__ = ["get_context", "make_lr_scheduler", "smooth_labels", "mixup_batch", "seed_everything",
-           "split_batch"]
+           "split_batch", "SeededInitializer"]
 
 
 def get_context(gpus=None):
@@ -78,11 +78,57 @@ def mixup_batch(data, targets, lam):
 
 def seed_everything(*parts):
     """Seed Python's, NumPy's and MXNet's generators from ``parts``; returns the seed."""
-    seed = int(hashlib.sha1(repr(parts).encode()).hexdigest()[:8], 16)
+    seed = seed_of(*parts)
     random.seed(seed)
     np.random.seed(seed)
     mx.random.seed(seed)
     return seed
+
+
+class SeededInitializer(mx.init.Initializer):
+    """An initializer that draws each parameter from a generator of its own.
+
+    Gluon initialises parameters whose shapes are inferred (deferred
+    initialisation) at the network's first forward pass, from MXNet's global
+    generator in whatever state it is then in. Wrapping the initializer makes
+    parameter ``i`` of ``params`` (in the network's structural order, not its
+    process-dependent name) a function of ``(seed, i)`` alone: the same for
+    any run with the same seed, different for different seeds, whatever ran
+    before in the process and whenever the first forward pass happens.
+
+    Parameters
+    ----------
+    base : mx.init.Initializer
+        The initializer to draw with (``MSRAPrelu``, ``Xavier``); parameters
+        with an initializer of their own (BatchNorm's ones and zeros) keep it.
+    seed : int
+        The run's seed (``TrainConfig.seed``).
+    params : ParameterDict
+        The network's parameters, in the order that numbers them.
+
+    Notes
+    -----
+    Drawing reseeds MXNet's global generator. Training reseeds every generator
+    before each batch (:func:`seed_everything`), so nothing else depends on it.
+    """
+
+    def __init__(self, base, seed, params):
+        super().__init__()
+        self._base = base
+        self._seed = int(seed)
+        self._order = {p.name: i for i, p in enumerate(params.values())}
+
+    def __call__(self, desc, arr):
+        mx.random.seed(seed_of(self._seed, "init", self._order.get(str(desc), str(desc))))
+        self._base(desc, arr)
+
+    def _init_weight(self, name, arr):  # pragma: no cover - __call__ delegates everything
+        self._base._init_weight(name, arr)
+
+
+def seed_of(*parts):
+    """The 32-bit seed :func:`seed_everything` derives from ``parts``."""
+    return int(hashlib.sha1(repr(parts).encode()).hexdigest()[:8], 16)
 
 
 def split_batch(batch, ctx):

@@ -19,7 +19,8 @@ from .callbacks import Checkpointer, default_callbacks
 from .checkpoint import load_checkpoint, prepare_run_dir
 from .config import INIT_ONLY_FIELDS, NonFiniteLossError, TrainConfig, check_kvstore
 from .distributed import Workers, create_kvstore, make_optimizer
-from .recipe import make_lr_scheduler, mixup_batch, seed_everything, smooth_labels, split_batch
+from .recipe import (SeededInitializer, make_lr_scheduler, mixup_batch, seed_everything,
+                     smooth_labels, split_batch)
 from .state import TrainState
 
 __all__ = ["Trainer", "StepResult", "fit", "evaluate"]
@@ -147,6 +148,9 @@ class Trainer:
             self.net.initialize(mx.init.Zero(), ctx=self.ctx, force_reinit=False)
         else:
             init = mx.init.MSRAPrelu() if cfg.init == "msraprelu" else mx.init.Xavier()
+            # The initial weights follow the seed, not the generator's state at the first
+            # forward pass (deferred initialisation), which no seed reaches.
+            init = SeededInitializer(init, cfg.seed, self.net.collect_params())
             self.net.initialize(init, ctx=self.ctx, force_reinit=reinit)
             self.net.collect_params().reset_ctx(self.ctx)
             if cfg.zero_init_residual and reinit:
