@@ -16,7 +16,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     ".config": ["TrainConfig", "NonFiniteLossError", "KVSTORES", "LR_MODES", "OPTIMIZERS",
                 "NONFINITE", "INITS", "DTYPES"],
     ".recipe": ["get_context", "make_lr_scheduler", "smooth_labels", "mixup_batch",
-                "seed_everything", "split_batch"],
+                "seed_everything", "split_batch", "SeededInitializer"],
     ".state": ["TrainState"],
     ".trainer": ["Trainer", "StepResult", "fit", "evaluate"],
     ".callbacks": ["Callback", "InterruptHandler", "ProgressBar", "HealthCheck", "MetricsLogger",
