@@ -49,6 +49,30 @@ def test_masks_from_dataset_with_score(trained, capsys):
     assert width > height > 0  # 2 rows of 4 panels
 
 
+def test_score_uses_the_canvas_the_run_was_trained_at(trained, tmp_path, capsys):
+    # A run trained with --image-size 40 is scored on its own 40 px test images, not on
+    # the dataset's default 64 px canvas.
+    from resattn.data import ClutteredDigits
+    from resattn.masks import score_by_stage
+    run = tmp_path / "run40"
+    run.mkdir()
+    (run / "best.params").write_bytes((trained / "best.params").read_bytes())
+    config = json.loads((trained / "config.json").read_text())
+    config["image_size"] = 40
+    (run / "config.json").write_text(json.dumps(config))
+    assert _run(["masks", "--params", str(run / "best.params"), "--dataset", "cluttered-digits",
+                 "--index", "0", "--score", "-o", str(run / "m.png")]) == 0
+    text = capsys.readouterr().out
+    printed = [float(l.rsplit(":", 1)[1]) for l in text.splitlines() if "inside/outside" in l]
+    net = get_model("attention56_cifar", width_mult=0.0625)
+    net.load_parameters(str(run / "best.params"))
+    for canvas, close in ((40, True), (64, False)):
+        data = ClutteredDigits(train=False, seed=0, canvas=canvas)
+        x = np.stack([data[i][0].asnumpy() for i in range(len(data))])
+        want = [v for v in score_by_stage(net, x, data.boxes, batch_size=120).values()]
+        assert np.allclose(printed, want, atol=1.5e-3) == close, (canvas, printed, want)
+
+
 def test_masks_from_image_files(trained, tmp_path, capsys):
     cv2 = pytest.importorskip("cv2")
     paths = []

@@ -456,10 +456,14 @@ import os, sys, time
 from resattn.training.checkpoint import lock_run_dir
 lock = lock_run_dir(sys.argv[1])
 if sys.argv[2] == "fork":
+    ready, told = os.pipe()
     child = os.fork()
     if child == 0:  # like a DataLoader worker: outlives a SIGKILLed parent
+        # os.fork returns here only after the at-fork hooks have run in this child
+        os.write(told, b"x")
         time.sleep(120)
         os._exit(0)
+    os.read(ready, 1)  # the child is past fork: whatever it inherited is settled
     print("child", child, flush=True)
 print("locked", flush=True)
 time.sleep(120)

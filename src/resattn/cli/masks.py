@@ -77,13 +77,15 @@ def _masks(args):
         # The weights' own preprocessing, not the dataset's statistics.
         normalize = prep["mean"], prep["std"]
         info.update(mean=prep["mean"], std=prep["std"], input_size=prep["input_size"])
+    # The images the network was trained on: cluttered digits at the run's canvas.
+    image_size = saved.get("image_size") if dataset == saved.get("dataset") else None
     net.hybridize()
     if args.images:
         x = load_images(args.images, args.input_size or info["input_size"], info["mean"],
                         info["std"])
     else:
         data = get_dataset(args.dataset, train=False, seed=saved.get("seed", 0),
-                           normalize=normalize)
+                           image_size=image_size, normalize=normalize)
         bad = [i for i in args.index if not 0 <= i < len(data)]
         if bad:
             raise ValueError("--index %s out of range: the %s test split has %d images"
@@ -94,7 +96,8 @@ def _masks(args):
                title="%s: predicted %s" % (model, ", ".join(map(str, logits.argmax(1)))))
     print("wrote %s (%d images x %d attention modules)" % (args.out, len(x), len(masks)))
     if args.score:
-        data = get_dataset(dataset, train=False, seed=saved.get("seed", 0), normalize=normalize)
+        data = get_dataset(dataset, train=False, seed=saved.get("seed", 0), image_size=image_size,
+                           normalize=normalize)
         images = np.stack([data[i][0].asnumpy() for i in range(len(data))])
         scores = score_by_stage(net, images, data.boxes, reduce=reduce, batch_size=120)
         for stage, value in scores.items():
