@@ -52,7 +52,8 @@ def test_masks_from_dataset_with_score(trained, capsys):
 def test_score_uses_the_canvas_the_run_was_trained_at(trained, tmp_path, capsys):
     # A run trained with --image-size 40 is scored on its own 40 px test images, not on
     # the dataset's default 64 px canvas.
-    from resattn.data import ClutteredDigits
+    from resattn.data import ClutteredDigits, dataset_info
+    from resattn.io import write_weights_config
     from resattn.masks import score_by_stage
     run = tmp_path / "run40"
     run.mkdir()
@@ -60,6 +61,12 @@ def test_score_uses_the_canvas_the_run_was_trained_at(trained, tmp_path, capsys)
     config = json.loads((trained / "config.json").read_text())
     config["image_size"] = 40
     (run / "config.json").write_text(json.dumps(config))
+    # The weights' config as resattn train writes it beside each .params.
+    info = dataset_info("cluttered-digits")
+    write_weights_config(str(run / "best.params"), "attention56_cifar",
+                         arch={"width_mult": 0.0625, "classes": 10},
+                         preprocessing={"input_size": 40, "scale": 255.0,
+                                        "mean": list(info["mean"]), "std": list(info["std"])})
     assert _run(["masks", "--params", str(run / "best.params"), "--dataset", "cluttered-digits",
                  "--index", "0", "--score", "-o", str(run / "m.png")]) == 0
     text = capsys.readouterr().out

@@ -71,21 +71,24 @@ def _masks(args):
     classes = saved.get("classes") or (info and info["classes"])
     net, model, saved = load_trained(args, classes=classes)
     info = dict(info or model_config(model))
-    normalize = None
+    normalize = image_size = None
     prep = saved["preprocessing"]
     if saved["weights"] is not None and prep["mean"] is not None:
-        # The weights' own preprocessing, not the dataset's statistics.
-        normalize = prep["mean"], prep["std"]
+        # The weights' own preprocessing (as eval does): their statistics and input size,
+        # e.g. the canvas of a cluttered-digits run trained with --image-size.
+        normalize, image_size = (prep["mean"], prep["std"]), prep["input_size"]
         info.update(mean=prep["mean"], std=prep["std"], input_size=prep["input_size"])
-    # The images the network was trained on: cluttered digits at the run's canvas.
-    image_size = saved.get("image_size") if dataset == saved.get("dataset") else None
     net.hybridize()
+    # The test split of --dataset (or of the run's dataset, for --score with image files),
+    # built once for --index and --score.
+    data = None
+    if args.score or not args.images:
+        data = get_dataset(dataset, train=False, seed=saved.get("seed", 0), image_size=image_size,
+                           normalize=normalize)
     if args.images:
         x = load_images(args.images, args.input_size or info["input_size"], info["mean"],
                         info["std"])
     else:
-        data = get_dataset(args.dataset, train=False, seed=saved.get("seed", 0),
-                           image_size=image_size, normalize=normalize)
         bad = [i for i in args.index if not 0 <= i < len(data)]
         if bad:
             raise ValueError("--index %s out of range: the %s test split has %d images"
@@ -96,8 +99,6 @@ def _masks(args):
                title="%s: predicted %s" % (model, ", ".join(map(str, logits.argmax(1)))))
     print("wrote %s (%d images x %d attention modules)" % (args.out, len(x), len(masks)))
     if args.score:
-        data = get_dataset(dataset, train=False, seed=saved.get("seed", 0), image_size=image_size,
-                           normalize=normalize)
         images = np.stack([data[i][0].asnumpy() for i in range(len(data))])
         scores = score_by_stage(net, images, data.boxes, reduce=reduce, batch_size=120)
         for stage, value in scores.items():
