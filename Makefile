@@ -31,8 +31,12 @@ demo: install
 
 # pytest also runs every docstring example and builds the docs with -W
 # (tests/test_docs.py), and runs each script of examples/ on tiny settings.
+# One test process per logical CPU (pytest-xdist), each test file in one process (module
+# fixtures build once), one OpenMP thread per process (tests/conftest.py). PYTEST_ARGS adds
+# options: `make test PYTEST_ARGS='-n 0'` runs in one process, `-k NAME` picks tests.
+PYTEST_ARGS ?=
 test: install-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile $(PYTEST_ARGS)
 
 # HTML documentation, warnings as errors, into docs/_build/html.
 docs: $(VENV)/.install-docs

@@ -2,9 +2,15 @@ import os
 import subprocess
 import sys
 
-import mxnet as mx
-import numpy as np
-import pytest
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs pytest -n auto: the test processes share the cores, and an OpenMP
+    # team of one per process keeps a spinning thread that lost its core from stalling every
+    # barrier (docs/performance.md, "Threads"). Set before MXNet starts; subprocesses inherit.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import mxnet as mx  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 

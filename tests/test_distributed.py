@@ -67,6 +67,13 @@ def _kill(pids):
                 pass
 
 
+def _default_sigint():
+    """In the child before exec: SIGINT as a terminal gives it. A shell starts background jobs
+    with SIGINT ignored, Python then installs no KeyboardInterrupt handler, and the Ctrl-C
+    tests would test nothing but that (``nohup make test &``)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Launcher:
     """`resattn launch ...` in a subprocess, its output collected line by line."""
 
@@ -74,7 +81,7 @@ class Launcher:
         self.lines, self.started = [], time.monotonic()
         self.proc = subprocess.Popen(CLI + ["launch"] + args, cwd=cwd, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_default_sigint)
         self.errors = []
         self.readers = [threading.Thread(target=self._read, args=(stream, into), daemon=True)
                         for stream, into in ((self.proc.stdout, self.lines),
