@@ -170,6 +170,32 @@ def test_bfloat16_close_to_float32(weights):
     assert rel_diff(out, net(x)) < 0.1  # bfloat16 keeps 8 bits of mantissa
 
 
+@pytest.mark.parametrize("flags, says", [
+    ({"avx512f", "avx512_bf16", "avx512_vnni"}, "AVX-512 BF16 but no Intel AMX"),
+    ({"avx2"}, "neither Intel AMX nor AVX-512 BF16"),
+    ({"avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"}, "call resattn.deploy.enable_amx()"),
+])
+def test_bfloat16_warns_where_it_is_slower_than_float32(weights, monkeypatch, flags, says):
+    from resattn.deploy import cpu
+    monkeypatch.setattr(cpu, "_cpu_flags", lambda: set(flags))
+    monkeypatch.setitem(cpu._AMX_STATE, "enabled", False)
+    with pytest.warns(RuntimeWarning, match="to_bfloat16: this CPU has") as record:
+        deploy.to_bfloat16(_net(weights), 32)
+    message = str(record[0].message)
+    assert says in message
+    if "enable_amx" not in says:
+        assert "deploy.optimize" in message and "deploy.quantize" in message
+
+
+def test_bfloat16_on_amx_does_not_warn(weights, monkeypatch):
+    import warnings
+    from resattn.deploy import cpu
+    monkeypatch.setitem(cpu._AMX_STATE, "enabled", True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        deploy.to_bfloat16(_net(weights), 32)
+
+
 def test_uninitialised_network_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="uninitialised parameters"):
         deploy.export_symbol(get_model(MODEL, width_mult=WIDTH), tmp_path / "m", 32)

@@ -36,6 +36,26 @@ def _cpu_flags():
     return set()
 
 
+#: Set by :func:`enable_amx` when it made AMX available to this process.
+_AMX_STATE = {"enabled": False}
+
+
+def _bf16_without_amx():
+    """Why BF16 will be slow in this process, or None where it runs on Intel AMX."""
+    if _AMX_STATE["enabled"]:
+        return None
+    flags = _cpu_flags()
+    if {"amx_tile", "amx_bf16"} <= flags:
+        return ("this CPU has Intel AMX, but it is not enabled in this process: call "
+                "resattn.deploy.enable_amx() before any network runs (AMX made BF16 2x faster "
+                "on the test machine)")
+    have = "AVX-512 BF16 but no Intel AMX" if "avx512_bf16" in flags else \
+        "neither Intel AMX nor AVX-512 BF16 (oneDNN emulates bfloat16)"
+    return ("this CPU has %s: BF16 inference is likely slower than float32 here (0.77x "
+            "float32 with AMX kept off, docs/performance.md); deploy.optimize (float32) or "
+            "deploy.quantize (INT8, AVX-512 VNNI where the CPU has it) are faster" % have)
+
+
 def enable_amx():
     """Let oneDNN run INT8 and BF16 on Intel AMX tiles (Sapphire Rapids and later).
 
@@ -79,6 +99,7 @@ def enable_amx():
             del os.environ["DNNL_MAX_CPU_ISA"]
         else:
             os.environ["DNNL_MAX_CPU_ISA"] = saved
+    _AMX_STATE["enabled"] = True
     return True
 
 
@@ -192,11 +213,19 @@ def to_bfloat16(net, input_size=32, ctx=None, fuse=True):
     them run in bfloat16 where MXNet's AMP lists allow it; the output is
     cast back to float32. ``fuse`` also applies :func:`optimize`'s oneDNN fusion.
 
+    BF16 is fast only on Intel AMX (call :func:`enable_amx` first). Elsewhere
+    (AVX-512 BF16 without AMX, e.g. AMD Zen 4/5, or no BF16 instructions at
+    all) the conversions cost more than the dot products gain, and this warns
+    with a ``RuntimeWarning`` that names what the CPU has and the faster paths.
+
     Returns
     -------
     mxnet.gluon.SymbolBlock
     """
     from mxnet.contrib import amp
+    slow = _bf16_without_amx()
+    if slow is not None:
+        warnings.warn("to_bfloat16: " + slow, RuntimeWarning, stacklevel=2)
     ctx = _ctx(ctx)
     shape = _input_shape(input_size)
     _trace(net, shape, ctx)
