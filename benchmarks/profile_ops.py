@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Top operators of an Attention-92 (CIFAR) training step or inference batch, from MXNet's profiler.
 
+``--imagenet`` profiles Attention-56 at 224 px, batch 8 (GluonCV's
+``residualattentionnet56``), the ImageNet-size case of ``bench_throughput.py``.
+
 Operator bulking is switched off (``MXNET_EXEC_BULK_EXEC_TRAIN=0``,
 ``MXNET_EXEC_BULK_EXEC_INFERENCE=0``) so that every operator is timed on its
 own; that costs a little speed, so use ``bench_throughput.py`` for throughput.
@@ -10,6 +13,7 @@ Usage::
     python benchmarks/profile_ops.py --impl resattn --mode train
     python benchmarks/profile_ops.py --impl gluoncv --mode train
     python benchmarks/profile_ops.py --impl resattn --mode fused --top 12
+    python benchmarks/profile_ops.py --imagenet --impl gluoncv --mode infer
 """
 import argparse
 import os
@@ -26,6 +30,8 @@ def main(argv=None):
                    default="train", help="fused/int8/bf16: resattn.deploy paths (resattn only)")
     p.add_argument("--steps", type=int, default=3, help="profiled steps")
     p.add_argument("--top", type=int, default=15)
+    p.add_argument("--imagenet", action="store_true",
+                   help="Attention-56 at 224 px, batch 8, instead of Attention-92 CIFAR")
     p.add_argument("--threads", type=int, default=None,
                    help="OMP_NUM_THREADS (default: all CPUs of this process)")
     args = p.parse_args(argv)
@@ -45,20 +51,22 @@ def main(argv=None):
                          % args.mode)
     amx = deploy.enable_amx() if args.mode in ("int8", "bf16") else False
     rng = np.random.RandomState(0)
-    x = mx.nd.array(rng.standard_normal((32, 3, 32, 32)).astype(np.float32))
-    y = mx.nd.array(rng.randint(0, 10, 32))
+    batch, size, classes = (8, 224, 1000) if args.imagenet else (32, 32, 10)
+    x = mx.nd.array(rng.standard_normal((batch, 3, size, size)).astype(np.float32))
+    y = mx.nd.array(rng.randint(0, classes, batch))
     if args.impl == "resattn":
-        net = get_model("attention92_cifar")
+        net = get_model("attention56" if args.imagenet else "attention92_cifar")
     else:
-        net = import_gluoncv().model_zoo.get_model("cifar_residualattentionnet92")
+        net = import_gluoncv().model_zoo.get_model(
+            "residualattentionnet56" if args.imagenet else "cifar_residualattentionnet92")
     net.initialize(mx.init.MSRAPrelu())
     net(x)
     if args.mode == "fused":
-        net = deploy.optimize(net, 32, 32)
+        net = deploy.optimize(net, size, batch)
     elif args.mode == "int8":
         net = deploy.quantize(net, [x], 1)
     elif args.mode == "bf16":
-        net = deploy.to_bfloat16(net, 32)
+        net = deploy.to_bfloat16(net, size)
     else:
         net.hybridize(static_alloc=True, static_shape=True)
     step = mxnet_step(net, x, y if args.mode == "train" else None)
@@ -84,8 +92,9 @@ def main(argv=None):
     ops = sorted(((name, s["Total"] / args.steps, s["Count"] // args.steps)
                   for name, s in stats.items()), key=lambda r: -r[1])
     total = sum(t for _, t, _ in ops)
-    print("%s %s, attention92_cifar, batch 32, OMP_NUM_THREADS=%s%s: %.0f ms of operator "
-          "time per %s" % (args.impl, args.mode, os.environ["OMP_NUM_THREADS"],
+    print("%s %s, %s, batch %d, %d px, OMP_NUM_THREADS=%s%s: %.0f ms of operator "
+          "time per %s" % (args.impl, args.mode, "attention56" if args.imagenet
+                           else "attention92_cifar", batch, size, os.environ["OMP_NUM_THREADS"],
                            ", AMX" if amx else "", total,
                            "step" if args.mode == "train" else "batch"))
     print("\n| operator | calls | ms | share |")
