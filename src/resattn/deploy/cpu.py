@@ -8,6 +8,7 @@ import warnings
 import mxnet as mx
 import numpy as np
 
+from .._threads import cpu_isa
 from .choices import CALIB_MODES, QUANTIZED_DTYPES
 from .export import _ctx, _input_shape, _trace
 
@@ -25,15 +26,13 @@ def fusion_backend():
                      "fusion and INT8 need the standard CPU wheel, e.g. mxnet==1.9.1")
 
 
+#: The ``/proc/cpuinfo`` flags :func:`enable_amx` needs (tiles, INT8 and BF16 on them).
+_AMX_FLAGS = {"amx_tile", "amx_int8", "amx_bf16"}
+
+
 def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    """The instruction-set flags of :data:`resattn._threads.ISA_FLAGS` this CPU has."""
+    return set(cpu_isa())
 
 
 #: Set by :func:`enable_amx` when it made AMX available to this process.
@@ -45,7 +44,7 @@ def _bf16_without_amx():
     if _AMX_STATE["enabled"]:
         return None
     flags = _cpu_flags()
-    if {"amx_tile", "amx_bf16"} <= flags:
+    if _AMX_FLAGS <= flags:
         return ("this CPU has Intel AMX, but it is not enabled in this process: call "
                 "resattn.deploy.enable_amx() before any network runs (AMX made BF16 2x faster "
                 "on the test machine)")
@@ -75,7 +74,7 @@ def enable_amx():
     """
     if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
         return False
-    if not {"amx_tile", "amx_int8", "amx_bf16"} <= _cpu_flags():
+    if not _AMX_FLAGS <= _cpu_flags():
         return False
     isa = os.environ.get("DNNL_MAX_CPU_ISA", "").upper()
     if isa not in ("", "ALL") and "AMX" not in isa:
