@@ -1,8 +1,17 @@
-"""What the benchmark scripts share: one timed step of an MXNet network.
+"""What the benchmark scripts share: the workloads and one timed step of an MXNet network.
 
 Each script runs from this folder (``python benchmarks/NAME.py``), so
 ``import _common`` finds this file.
 """
+
+#: The two workloads of ``bench_throughput.py`` and ``profile_ops.py`` (``--imagenet``):
+#: resattn model, GluonCV model, input side, batch and classes.
+WORKLOADS = {
+    "cifar": dict(model="attention92_cifar", gluoncv="cifar_residualattentionnet92", size=32,
+                  batch=32, classes=10),
+    "imagenet": dict(model="attention56", gluoncv="residualattentionnet56", size=224, batch=8,
+                     classes=1000),
+}
 
 
 def mxnet_step(net, x, y=None, wd=0.0):

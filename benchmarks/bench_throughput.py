@@ -54,14 +54,8 @@ import sys
 import time
 import warnings
 
-from _common import describe_machine, mxnet_step
+from _common import WORKLOADS, describe_machine, mxnet_step
 
-#: The two workloads: ``(resattn model, GluonCV model, input side, batch)``.
-SETUPS = {
-    "cifar": dict(model="attention92_cifar", gluoncv="cifar_residualattentionnet92", size=32,
-                  batch=32),
-    "imagenet": dict(model="attention56", gluoncv="residualattentionnet56", size=224, batch=8),
-}
 #: Thread settings, in the order they run (see the module docstring).
 SETTINGS = ("user", "tuned")
 #: (implementation, mode) pairs, in the order of the table.
@@ -105,7 +99,7 @@ def parse_args(argv=None):
                    help="do not let oneDNN use Intel AMX for the INT8 and BF16 paths")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
-    setup = SETUPS["imagenet" if args.imagenet else "cifar"]
+    setup = WORKLOADS["imagenet" if args.imagenet else "cifar"]
     defaults = dict(batch_size=setup["batch"], size=setup["size"])
     if args.quick:
         defaults.update(rounds=1, train_iters=1, infer_iters=2, width_mult=0.25,

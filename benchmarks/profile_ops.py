@@ -20,7 +20,7 @@ import os
 import sys
 import warnings
 
-from _common import mxnet_step
+from _common import WORKLOADS, mxnet_step
 
 
 def main(argv=None):
@@ -51,14 +51,14 @@ def main(argv=None):
                          % args.mode)
     amx = deploy.enable_amx() if args.mode in ("int8", "bf16") else False
     rng = np.random.RandomState(0)
-    batch, size, classes = (8, 224, 1000) if args.imagenet else (32, 32, 10)
+    work = WORKLOADS["imagenet" if args.imagenet else "cifar"]
+    batch, size = work["batch"], work["size"]
     x = mx.nd.array(rng.standard_normal((batch, 3, size, size)).astype(np.float32))
-    y = mx.nd.array(rng.randint(0, classes, batch))
+    y = mx.nd.array(rng.randint(0, work["classes"], batch))
     if args.impl == "resattn":
-        net = get_model("attention56" if args.imagenet else "attention92_cifar")
+        net = get_model(work["model"])
     else:
-        net = import_gluoncv().model_zoo.get_model(
-            "residualattentionnet56" if args.imagenet else "cifar_residualattentionnet92")
+        net = import_gluoncv().model_zoo.get_model(work["gluoncv"])
     net.initialize(mx.init.MSRAPrelu())
     net(x)
     if args.mode == "fused":
@@ -93,8 +93,8 @@ def main(argv=None):
                   for name, s in stats.items()), key=lambda r: -r[1])
     total = sum(t for _, t, _ in ops)
     print("%s %s, %s, batch %d, %d px, OMP_NUM_THREADS=%s%s: %.0f ms of operator "
-          "time per %s" % (args.impl, args.mode, "attention56" if args.imagenet
-                           else "attention92_cifar", batch, size, os.environ["OMP_NUM_THREADS"],
+          "time per %s" % (args.impl, args.mode, work["model"], batch, size,
+                           os.environ["OMP_NUM_THREADS"],
                            ", AMX" if amx else "", total,
                            "step" if args.mode == "train" else "batch"))
     print("\n| operator | calls | ms | share |")
