@@ -155,15 +155,15 @@ def test_memory_does_not_grow_over_thousands_of_steps():
     x, y = mx.nd.random.normal(shape=(4, 3, 8, 8)), mx.nd.array([0, 1, 2, 3])
     proc = psutil.Process()
     rss = []
-    for step in range(2000):
+    for step in range(3000):
         with autograd.record():
             loss = loss_fn(net(x), y)
         loss.backward()
         trainer.step(4)
-        if step % 125 == 124:
+        if step % 250 == 249:
             mx.nd.waitall()
             rss.append(proc.memory_info().rss)
-    rss = rss[5:]  # after warm-up (step 750) to the end (step 2000): 10 intervals
+    rss = rss[3:]  # after warm-up (step 1000) to the end (step 3000): 8 intervals
     growth = rss[-1] - rss[0]
     # A leak grows in (nearly) every interval; the allocator takes a new arena now and then
     # (a step of 10-30 MB, seen with and without resattn's code), then stays flat.
