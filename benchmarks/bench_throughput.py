@@ -611,13 +611,13 @@ def _references(args, workdir, need_torch, need_onnx):
 
     from resattn import deploy, get_model
     from resattn._compat import structured_params
-    from resattn.models import get_model_spec
+    from resattn.models import get_spec
     ref = get_model(args.setup["model"], width_mult=args.width_mult)
     ref.initialize(mx.init.MSRAPrelu())
     x_np = _data(2 if args.imagenet else 8, args.size)[0]
     paths = {}
     if need_torch:
-        layout = get_model_spec(args.setup["model"])
+        layout = dict(get_spec(args.setup["model"]).arch)
         with autograd.train_mode():
             # Batch statistics: in inference mode a randomly initialised network's
             # activations grow ~4x per module, and float rounding with them.

@@ -20,39 +20,19 @@ import sys
 import mxnet as mx
 import numpy as np
 
-from resattn import get_model
-from resattn.io import read_weights_config
-from resattn.models.convert import convert_file
-from resattn.models.weights import normalization, weights_tags
-from resattn.models.zoo import fetch_weights
+import resattn
+from resattn.data import create_transform, resolve_data_config
+from resattn.data.images import read_image
+from resattn.models import convert_file, list_weights
 from resattn.training import get_context
 
 
-def normalise(images, preprocessing):
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32, as the weights' config says."""
-    mean, std = (np.asarray(v, np.float32).reshape(1, 3, 1, 1)
-                 for v in normalization(preprocessing))
-    x = np.asarray(images, np.float32).transpose(0, 3, 1, 2) / 255.0
-    return np.ascontiguousarray((x - mean) / std)
-
-
-def read_images(paths, size=32):
-    import cv2
-    images = []
-    for path in paths:
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError("cannot read image %s" % path)
-        images.append(cv2.resize(img[:, :, ::-1], (size, size), interpolation=cv2.INTER_AREA))
-    return np.stack(images)
-
-
-def eval_cifar10(net, ctx, preprocessing, root=None, subset=None, batch_size=128):
+def eval_cifar10(net, ctx, root=None, subset=None, batch_size=128):
     """Top-1 on the CIFAR-10 test set with the weights' preprocessing (downloads CIFAR-10)."""
     from resattn.data import get_data_loader
     from resattn.training import evaluate
     loader = get_data_loader("cifar10", False, batch_size, root=root, subset=subset,
-                             normalize=normalization(preprocessing))
+                             normalize=net.pretrained_cfg.normalization())
     return evaluate(net, loader, ctx, classes=10)
 
 
@@ -74,33 +54,32 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.weights in weights_tags():
-        path = fetch_weights(args.weights)  # downloaded, verified and converted once
+    if args.weights in [w.tag for w in list_weights()]:
+        weights = args.weights  # downloaded, verified and converted once
     else:
         if not args.out:
             raise SystemExit("-o/--out is needed to convert a file")
         # Read with torch.load(weights_only=True): a file that carries code is refused.
         # Any missing, unexpected or misshaped parameter is named in a ValueError.
-        path = convert_file(args.model, args.weights, args.source, args.out)
-        print("wrote %s and its config %s.json" % (path, path))
-    config = read_weights_config(path)
-    pre = config["preprocessing"]
-    print("preprocessing: %dx%d, pixels / %g, mean %s, std %s" % (
-        pre["input_size"], pre["input_size"], pre["scale"], pre["mean"], pre["std"]))
-
+        weights = convert_file(args.model, args.weights, args.source, args.out)
+        print("wrote %s and its config %s.json" % (weights, weights))
     ctx = get_context(args.gpus)
-    net = get_model(config["model"], pretrained=path, ctx=ctx[0])  # arch from the config
+    net = resattn.load_model(weights, ctx=ctx[0])  # model, arch and preprocessing from the config
+    cfg = net.pretrained_cfg
+    print("preprocessing: %s px, pixels / %g, mean %s, std %s" % (
+        cfg.input_size, cfg.scale, cfg.mean, cfg.std))
     net.hybridize(static_alloc=True)
-    names = config["class_names"]
 
     if args.image:
-        x = mx.nd.array(normalise(read_images(args.image, pre["input_size"]), pre), ctx=ctx[0])
+        transform = create_transform(**resolve_data_config(model=net))
+        x = mx.nd.array(np.stack([transform(read_image(p)) for p in args.image]), ctx=ctx[0])
         probs = mx.nd.softmax(net(x)).asnumpy()
         for image, p in zip(args.image, probs):
             top = np.argsort(-p)[:3]
-            print("%s: %s" % (image, ", ".join("%s %.3f" % (names[k], p[k]) for k in top)))
+            print("%s: %s" % (image, ", ".join("%s %.3f" % (cfg.class_names[k], p[k])
+                                              for k in top)))
     if args.eval_cifar10:
-        res = eval_cifar10(net, ctx, pre, args.data_root, args.subset)
+        res = eval_cifar10(net, ctx, args.data_root, args.subset)
         print("CIFAR-10 test (%d images, the weights' preprocessing): top-1 %.4f top-5 %.4f "
               "loss %.4f" % (res["samples"], res["top1"], res["top5"], res["loss"]))
     return 0

@@ -7,14 +7,14 @@ import sys
 import pytest
 
 from conftest import run_python
-from resattn import __version__, get_model_list
+from resattn import __version__, list_models
 from resattn.cli import COMMANDS, build_parser, exit_status, main, worker_exits_on_failure
 
 
 def test_list_shows_every_model_with_paper_counts(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in get_model_list():
+    for name in list_models():
         assert name in out
     line = next(l for l in out.splitlines() if l.startswith("attention56 "))
     assert "31.81" in line and "31.9" in line and "6.271" in line and "6.2" in line

@@ -69,11 +69,11 @@ def test_docs_build_without_warnings(html):
 
 def test_zoo_table_lists_every_registered_model(html):
     page = _text(html / "zoo.html")
-    for name in resattn.get_model_list():
+    for name in resattn.list_models():
         assert ">%s<" % name in page, "%s missing from the zoo table" % name
     # A published accuracy appears with its source.
     assert "95.41%" in page and "PistonY/ResidualAttentionNetwork" in page
-    assert any(resattn.model_config(name)["published"] for name in resattn.get_model_list())
+    assert any(resattn.model_config(name)["published"] for name in resattn.list_models())
 
 
 def test_zoo_table_counts_are_the_profile(html):

@@ -33,7 +33,7 @@ def test_model_table_is_gluoncvs_and_register_adds_resattn_names():
     rg.register()
     assert rg.register() == []  # idempotent
     get_model = rg.import_gluoncv().model_zoo.get_model
-    for name in resattn.get_model_list():
+    for name in resattn.list_models():
         assert name in table
     net = get_model("attention56_cifar", classes=7)
     assert isinstance(net, resattn.ResidualAttentionNet) and net.classes == 7

@@ -2,7 +2,7 @@
 
 oneDNN 2.4.4 (MXNet 1.9.1) dies with SIGFPE creating a 1x1 convolution whose
 blocking estimate ``OH * nb_os * G * nb_oc`` wraps to 0 in 32 bits (see
-``resattn/models/_onednn.py``): ``2 v2(H) + v2(W) + v2(D) >= 32``. Every
+``resattn/_onednn.py``): ``2 v2(H) + v2(W) + v2(D) >= 32``. Every
 MXNet call that could crash runs in a subprocess.
 """
 import os
@@ -14,7 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from resattn.models._onednn import conv1x1_crashes
+from resattn._onednn import conv1x1_crashes
 
 #: Measured on MXNet 1.9.1 / oneDNN 2.4.4, Xeon with AVX-512 and AMX (brgconv_1x1:avx512_core):
 #: (N, C_in, C_out, H, W, stride) -> crashed. The formula predicts every one.
@@ -101,7 +101,7 @@ FORWARD = textwrap.dedent("""
     import numpy as np
     import mxnet as mx
     import resattn
-    from resattn.models import _onednn
+    from resattn import _onednn
 
     name, variant, out = sys.argv[1], sys.argv[2], sys.argv[5]
     h, w = int(sys.argv[3]), int(sys.argv[4])

@@ -430,9 +430,8 @@ def _gluoncv():
 
 
 def _states(net):
-    from resattn._compat import has_cached_graph, is_hybridized
-    from resattn.models.backbone import walk_blocks
-    return [(path, is_hybridized(b), has_cached_graph(b)) for path, b in walk_blocks(net)
+    from resattn._compat import has_cached_graph, is_hybridized, named_blocks
+    return [(path, is_hybridized(b), has_cached_graph(b)) for path, b in named_blocks(net)
             if isinstance(b, nn.HybridBlock)]
 
 

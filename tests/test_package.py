@@ -36,8 +36,8 @@ def test_no_exported_name_is_shadowed_by_a_submodule():
 
 def test_top_level_names():
     assert set(resattn.__all__) >= {"AttentionModule", "ResidualUnit", "ResNeXtUnit",
-                                    "ResidualAttentionNet", "get_model", "get_model_list",
-                                    "model_config", "profile", "register_model", "__version__"}
+                                    "ResidualAttentionNet", "get_model", "list_models",
+                                    "load_model", "PretrainedCfg", "model_config", "profile", "register_model", "__version__"}
     from resattn.models import blocks
     assert resattn.AttentionModule is blocks.AttentionModule
     assert resattn.VARIANTS == ("official", "gluoncv")
@@ -172,6 +172,19 @@ def test_compat_named_children_and_set_child():
         _compat.set_child(net, "9", new)
 
 
+def test_compat_block_walk_and_imperative():
+    outer = nn.HybridSequential()
+    inner = _small()
+    outer.add(inner, nn.Dense(2))
+    assert [path for path, _ in _compat.named_blocks(outer)] == ["", "0", "0.0", "0.1", "0.2",
+                                                                 "1"]
+    assert list(_compat.iter_blocks(outer)) == [b for _, b in _compat.named_blocks(outer)]
+    outer.hybridize()
+    with _compat.imperative(outer):
+        assert not any(_compat.is_hybridized(b) for b in _compat.iter_blocks(outer))
+    assert all(_compat.is_hybridized(b) for b in _compat.iter_blocks(outer))
+
+
 def test_compat_settle_trainer_puts_parameters_on_the_kvstore():
     net = _small()
     trainer = mx.gluon.Trainer(net.collect_params(), "sgd", kvstore="local")
@@ -198,3 +211,109 @@ def test_no_private_mxnet_calls_outside_compat():
             for i, line in enumerate(p.read_text().splitlines(), 1)
             if pattern.search(line) and "self._" not in line]
     assert not hits, hits
+
+
+def test_checks_import_neither_mxnet_nor_numpy():
+    code = ("import sys, resattn._checks, resattn.data.registry\n"
+            "assert not {'mxnet', 'numpy'} & set(sys.modules), sorted(sys.modules)\n")
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr
+
+
+def _load_time_imports(tree):
+    """The import statements that run when the module is loaded: those at module level,
+    in ``if``/``try``/``with`` blocks and class bodies there, not those in functions."""
+    import ast
+    pending = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            pending.extend(child for child in ast.iter_child_nodes(node)
+                           if isinstance(child, (ast.stmt, ast.excepthandler)))
+
+
+def _import_graph():
+    """``{module: {modules it imports at load time}}`` for every module of resattn.
+
+    ``from P import x`` goes to ``P.x`` where that is a module, to the module a lazy
+    package ``P`` takes ``x`` from (``_lazy.attach``), else to ``P``. A lazy package's
+    own table is no edge: it imports nothing until a name is read.
+    """
+    import ast
+    import importlib.util
+    import pathlib
+    root = pathlib.Path(resattn.__file__).parent
+    trees, packages = {}, set()
+    for path in sorted(root.rglob("*.py")):
+        parts = ("resattn",) + path.relative_to(root).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+            packages.add(".".join(parts))
+        trees[".".join(parts)] = ast.parse(path.read_text(), str(path))
+    lazy = {}  # {package: {name: module}}
+    for package in packages:
+        attach = {a.asname or a.name for node in trees[package].body
+                  if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("_lazy")
+                  for a in node.names if a.name == "attach"}
+        for node in ast.walk(trees[package]):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in attach \
+                    and len(node.args) == 2 and isinstance(node.args[1], ast.Dict):
+                table = ast.literal_eval(node.args[1])
+                lazy[package] = {name: importlib.util.resolve_name(module, package)
+                                 for module, names in table.items() for name in names}
+                assert set(lazy[package].values()) <= set(trees), (package, table)
+        assert package in lazy or not attach, "%s: its attach table was not found" % package
+
+    def known(name):  # the module itself, or the innermost resattn module above it
+        while name and name not in trees:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for module, tree in trees.items():
+        package = module if module in packages else module.rpartition(".")[0]
+        edges = graph.setdefault(module, set())
+        for node in _load_time_imports(tree):
+            if isinstance(node, ast.Import):
+                edges.update(known(a.name) for a in node.names if a.name.startswith("resattn"))
+                continue
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) \
+                if node.level else node.module
+            if not base or base.split(".")[0] != "resattn":
+                continue
+            for alias in node.names:
+                sub = base + "." + alias.name
+                edges.add(sub if sub in trees else
+                          lazy.get(base, {}).get(alias.name) or known(base))
+        edges.discard(None)
+        edges.discard(module)
+    return graph
+
+
+def test_no_import_cycles():
+    """No module of resattn imports itself again at load time through others.
+
+    Only load-time imports count (module level, also in ``if``/``try``); an import
+    inside a function is the way to depend on a module that depends on this one.
+    """
+    graph = _import_graph()
+    assert "resattn._compat" in graph["resattn._onednn"]  # the graph is what it should be
+    state, stack, cycles = {}, [], []
+
+    def visit(module):  # depth first; a module met again while on the stack closes a cycle
+        state[module] = "open"
+        stack.append(module)
+        for other in sorted(graph.get(module, ())):
+            if state.get(other) == "open":
+                cycles.append(stack[stack.index(other):] + [other])
+            elif other not in state:
+                visit(other)
+        stack.pop()
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)

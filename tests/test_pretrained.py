@@ -20,7 +20,7 @@ from resattn.cli import main
 from resattn.io import config_path, read_weights_config, save_weights
 from resattn.models import weights as W
 from resattn.models.convert import foreign_names
-from resattn.models.zoo import fetch_weights
+from resattn.models import fetch_weights
 
 SMALL = 0.0625  # width_mult of the served test files
 
@@ -72,6 +72,10 @@ def test_unknown_tags_and_wrong_models_are_refused():
     with pytest.raises(ValueError, match=r"variant='official' \(the weights need 'gluoncv'\) "
                                          r"contradicts weights 'seed-97.14'"):
         get_model("attention92_cifar", pretrained="seed-97.14", variant="official")
+
+
+def again_cfg(path):
+    return get_model("attention92_cifar", pretrained=str(path)).pretrained_cfg
 
 
 def test_a_mirror_serves_the_same_paths(monkeypatch):
@@ -136,7 +140,8 @@ def test_pretrained_tag_downloads_converts_once_and_reuses_offline(entry, server
         converted.name, converted.name + ".json"])
     config = read_weights_config(str(converted))
     assert config["model"] == "attention92_cifar" and config["arch"] == entry.arch
-    assert config["preprocessing"] == entry.preprocessing()
+    assert config["preprocessing"] == entry.pretrained_cfg.preprocessing()
+    assert again_cfg(converted) == entry.pretrained_cfg.replace(file=str(converted))
     assert config["provenance"]["blob"] == entry.blob
     assert config["provenance"]["url"] == entry.url
     # The raw file gone, the server down: the converted file is enough.
@@ -198,14 +203,9 @@ def test_convert_writes_the_config_and_eval_applies_it(seed_file, tmp_path, caps
                  "-o", out, "--classes", "10"]) == 2  # width_mult is not a convert flag...
     capsys.readouterr()
     # ... so convert the full-width way: build, load, save with the config.
-    net = get_model("attention92_cifar", width_mult=SMALL)
-    from resattn.models.convert import load_params
-    load_params(net, str(src), "seed")
-    cfg = W.conversion_config("attention92_cifar", "seed", str(src),
-                              {"variant": "gluoncv", "classes": 10, "width_mult": SMALL},
-                              {"input_size": 32, "mean": (0.4914, 0.4822, 0.4465),
-                               "std": (0.2023, 0.1994, 0.2010), "classes": 10})
-    save_weights(net, out, **cfg)
+    from resattn.models import convert_file
+    convert_file("attention92_cifar", str(src), "seed", out, width_mult=SMALL)
+    cfg = read_weights_config(out)
     assert cfg["preprocessing"]["mean"] == [0.485, 0.456, 0.406]  # the seed's, not CIFAR's
     assert _run(["eval", "--params", out, "--dataset", "digits", "--subset", "20"]) == 0
     text = capsys.readouterr().out
@@ -214,8 +214,8 @@ def test_convert_writes_the_config_and_eval_applies_it(seed_file, tmp_path, caps
     # A flag that contradicts the config is refused, or overrides it when asked.
     assert _run(["eval", "--params", out, "--dataset", "digits", "--variant",
                  "official"]) == 2
-    assert "--variant official (the weights need gluoncv) contradicts" in \
-        capsys.readouterr().err
+    assert "variant='official' (the weights need 'gluoncv') contradicts the weights' config" \
+        in capsys.readouterr().err
     assert _run(["eval", "--params", out, "--dataset", "digits", "--subset", "20",
                  "--variant", "official", "--override-config"]) == 0
 
@@ -232,7 +232,8 @@ def test_eval_normalises_with_the_weights_not_the_dataset():
     with pytest.raises(ValueError, match="normalize must be"):
         get_dataset("digits", normalize=((0, 0), (1, 1)))
     # A pixel scale other than 255 is folded into mean and std.
-    mean, std = W.normalization({"scale": 1.0, "mean": [127.5] * 3, "std": [255.0] * 3})
+    from resattn.models import PretrainedCfg
+    mean, std = PretrainedCfg(scale=1.0, mean=[127.5] * 3, std=[255.0] * 3).normalization()
     assert np.allclose(mean, 0.5) and np.allclose(std, 1.0)
 
 
@@ -260,13 +261,11 @@ def test_predict_prints_top_k_with_class_names(seed_file, tmp_path):
     data, _, _ = seed_file
     src = tmp_path / "seed.param"
     src.write_bytes(data)
+    from resattn.models import convert_file
     from resattn.models.convert import load_params
     load_params(net, str(src), "seed")
     out = str(tmp_path / "a92.params")
-    save_weights(net, out, **W.conversion_config(
-        "attention92_cifar", "seed", str(src),
-        {"variant": "gluoncv", "classes": 10, "width_mult": SMALL},
-        {"input_size": 32, "mean": (0, 0, 0), "std": (1, 1, 1), "classes": 10}))
+    convert_file("attention92_cifar", str(src), "seed", out, width_mult=SMALL)
     images = []
     for i, color in enumerate([(0, 0, 255), (40, 200, 40)]):
         img = np.zeros((48, 40, 3), np.uint8) + np.array(color, np.uint8)
@@ -346,7 +345,7 @@ def test_a_gluoncv_imagenet_file_keeps_gluoncv_wiring(tmp_path):
     """Converted into attention56 (official by default), a GluonCV file's config records
     variant='gluoncv', so loading it computes what GluonCV computes."""
     from conftest import randomize_batchnorm
-    from resattn.models.convert import convert_file
+    from resattn.models import convert_file
     ref = get_model("attention56", width_mult=SMALL, variant="gluoncv")
     ref.initialize(mx.init.Xavier())
     x = mx.nd.array(np.random.RandomState(1).uniform(-1, 1, (1, 3, 64, 64)))

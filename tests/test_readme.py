@@ -80,7 +80,7 @@ def folder(tmp_path_factory):
     from resattn.io import save_weights
     from resattn.models import weights as W
     from resattn.models.convert import foreign_names
-    from resattn.models.zoo import fetch_weights
+    from resattn.models import fetch_weights
     d = tmp_path_factory.mktemp("readme")
     rng = np.random.RandomState(0)
     cv2.imwrite(str(d / "cat.png"), rng.randint(0, 255, (48, 40, 3), dtype=np.uint8))

@@ -31,6 +31,7 @@ from resattn import training as train
 from resattn.io import load_parameters, sha1_file
 from resattn.training import Trainer, TrainConfig
 from resattn.training import checkpoint as ckpt
+from resattn.training import legacy_states, rundir
 from resattn.training import trainer as train_loop
 from conftest import run_cli
 
@@ -176,7 +177,8 @@ def test_restricted_unpickler_refuses_abuse_of_every_kind(tmp_path, where, name)
     marker = str(tmp_path / "pwned")
     path = str(tmp_path / "last.states")
     _craft(path, _abuse_payloads(marker)[name], where)
-    with pytest.raises(ckpt.UnsafeCheckpointError, match="is not a file resattn wrote") as err:
+    with pytest.raises(legacy_states.UnsafeCheckpointError,
+                       match="is not a file resattn wrote") as err:
         ckpt.read_states(path)
     assert err.value.path == path and "\n" not in str(err.value)
     assert not os.path.exists(marker)
@@ -188,7 +190,7 @@ def test_restricted_unpickler_refuses_extensions_and_persistent_ids(tmp_path):
     try:
         with open(path, "wb") as f:
             f.write(_Opcodes.ext(201))
-        with pytest.raises(ckpt.UnsafeCheckpointError, match="os.system"):
+        with pytest.raises(legacy_states.UnsafeCheckpointError, match="os.system"):
             ckpt.read_states(path)
     finally:
         copyreg.remove_extension("os", "system", 201)
@@ -200,7 +202,7 @@ def test_restricted_unpickler_refuses_extensions_and_persistent_ids(tmp_path):
     with open(path, "wb") as f:
         WithPersistentIds(f, protocol=4).dump({"meta": "secret", "trainer": None,
                                                "params_sha1": ""})
-    with pytest.raises(ckpt.UnsafeCheckpointError, match="persistent"):
+    with pytest.raises(legacy_states.UnsafeCheckpointError, match="persistent"):
         ckpt.read_states(path)
 
 
@@ -231,12 +233,12 @@ def test_the_allowlist_is_exactly_what_0_1_files_need():
                                ("gluoncv.utils.lr_scheduler", "LRSequential"),
                                ("gluoncv.utils.lr_scheduler", "LRScheduler")}
     for level in ("outer", "trainer"):
-        assert seen[level] <= set(ckpt.LEGACY_GLOBALS[level])
-    extra = set(ckpt.LEGACY_GLOBALS["trainer"]) - seen["trainer"] - seen["outer"]
+        assert seen[level] <= set(legacy_states.LEGACY_GLOBALS[level])
+    extra = set(legacy_states.LEGACY_GLOBALS["trainer"]) - seen["trainer"] - seen["outer"]
     assert extra == {("numpy._core.multiarray", "scalar"), ("mxnet.optimizer.optimizer", "SGD"),
                      ("mxnet.optimizer.optimizer", "Adam")}
     assert not any(m in ("builtins", "os", "posix", "subprocess", "sys") and n != "bytearray"
-                   for m, n in ckpt.LEGACY_GLOBALS["trainer"])
+                   for m, n in legacy_states.LEGACY_GLOBALS["trainer"])
 
 
 # ----------------------------------------------------------------------------- 0.1 files
@@ -453,7 +455,7 @@ def test_torn_version_2_file_falls_back_to_the_previous_one(tmp_path):
 # ----------------------------------------------------------------------------- the lock
 _HOLDER = r"""
 import os, sys, time
-from resattn.training.checkpoint import lock_run_dir
+from resattn.training.rundir import lock_run_dir
 lock = lock_run_dir(sys.argv[1])
 if sys.argv[2] == "fork":
     ready, told = os.pipe()
@@ -509,33 +511,33 @@ def test_second_run_on_a_locked_directory_fails_at_once_then_works_after_sigkill
     ckpt.read_states(os.path.join(fixture_run, "best.states"))  # 0.1's or rewritten: it loads
     with open(os.path.join(fixture_run, ".lock")) as f:
         assert json.load(f)["pid"] == os.getpid()
-    ckpt.lock_run_dir(fixture_run).release()  # and fit gave it back at the end
+    rundir.lock_run_dir(fixture_run).release()  # and fit gave it back at the end
 
 
 def test_lock_in_process_and_of_a_sigkilled_parent_whose_child_lives_on(tmp_path, capsys):
     out = str(tmp_path / "out")
-    lock = ckpt.lock_run_dir(out)
+    lock = rundir.lock_run_dir(out)
     assert lock.held
     assert _run(TINY + ["--out", out]) == 2
     assert "is in use by another resattn train (pid %d" % os.getpid() in capsys.readouterr().err
     assert not os.path.exists(os.path.join(out, "config.json"))
-    with pytest.raises(ckpt.RunDirInUseError):
-        ckpt.prepare_run_dir(out, overwrite=True)
-    assert ckpt.prepare_run_dir(out, writer=False) is None  # other workers take no lock
+    with pytest.raises(rundir.RunDirInUseError):
+        rundir.prepare_run_dir(out, overwrite=True)
+    assert rundir.prepare_run_dir(out, writer=False) is None  # other workers take no lock
     lock.release()
     assert not lock.held
     lock.release()  # twice: nothing
-    with ckpt.prepare_run_dir(out) as again:
+    with rundir.prepare_run_dir(out) as again:
         assert again.held
 
     holder, child = _hold_lock(out, "fork")
     try:
-        with pytest.raises(ckpt.RunDirInUseError, match="pid %d" % holder.pid):
-            ckpt.lock_run_dir(out)
+        with pytest.raises(rundir.RunDirInUseError, match="pid %d" % holder.pid):
+            rundir.lock_run_dir(out)
         holder.send_signal(signal.SIGKILL)
         holder.wait(30)
         os.kill(child, 0)  # still alive, and holds no lock
-        ckpt.lock_run_dir(out).release()
+        rundir.lock_run_dir(out).release()
     finally:
         for pid in (holder.pid, child):
             try:
@@ -544,20 +546,34 @@ def test_lock_in_process_and_of_a_sigkilled_parent_whose_child_lives_on(tmp_path
                 pass
 
 
+def test_run_directory_removes_the_temporaries_of_a_failed_write_and_releases(tmp_path):
+    out = str(tmp_path / "out")
+    with pytest.raises(OSError, match="No space"):
+        with rundir.run_directory(out) as lock:
+            assert lock.held
+            for name in ("last.params.new", "last.trainer.tmp", ".last.states.x.tmp"):
+                open(os.path.join(out, name), "w").close()
+            raise OSError(28, "No space left on device")
+    assert os.listdir(out) == [".lock"]
+    rundir.lock_run_dir(out).release()
+    with rundir.run_directory(out, writer=False) as none:  # other workers: no lock
+        assert none is None
+
+
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
 def test_a_run_that_fails_or_is_interrupted_releases_its_lock(tmp_path, error):
     out = str(tmp_path / "out")
 
     class Boom(train.Callback):
         def on_fit_start(self, trainer):
-            with pytest.raises(ckpt.RunDirInUseError):  # held while the run goes
-                ckpt.lock_run_dir(out)
+            with pytest.raises(rundir.RunDirInUseError):  # held while the run goes
+                rundir.lock_run_dir(out)
             raise error("boom")
 
     with pytest.raises(error, match="boom"):
         train.fit(_net(), _data(), _data(), out, classes=3, progress=False, callbacks=[Boom()],
                   **CFG)
-    ckpt.lock_run_dir(out).release()
+    rundir.lock_run_dir(out).release()
 
 
 # ----------------------------------------------------------------------------- non-finite loss
@@ -585,7 +601,7 @@ def test_nonfinite_before_any_checkpoint_says_so(tmp_path, monkeypatch, capsys):
     for advice in ("--lr", "--warmup-epochs", "--nonfinite skip"):
         assert advice in msg
     assert not os.path.exists(os.path.join(out, "last.params"))
-    ckpt.lock_run_dir(out).release()  # released on the way out
+    rundir.lock_run_dir(out).release()  # released on the way out
 
 
 def test_nonfinite_after_a_checkpoint_names_it(tmp_path, monkeypatch):

@@ -8,11 +8,11 @@ import resattn
 from conftest import randomize_batchnorm, rel_diff
 import dataclasses
 
-from resattn import get_model, get_model_list, profile
+from resattn import get_model, list_models, profile
 from resattn.io import sha1_file
 from resattn.models import _registry, get_spec, register_model, zoo
 
-MODELS = get_model_list()
+MODELS = list_models()
 # Small widths keep every registered model fast enough for a unit test.
 WIDTH = 1 / 16
 
@@ -202,7 +202,7 @@ def custom_model(monkeypatch):
 
 def test_a_builder_registered_without_spec_works_everywhere(custom_model, capsys):
     from resattn.cli import main
-    assert custom_model in get_model_list()
+    assert custom_model in list_models()
     cfg = resattn.model_config(custom_model)
     assert cfg["input_size"] == 224 and cfg["classes"] == 1000 and cfg["published"] is None
     assert resattn.model_config("plain_cifar_test_32")["mean"] == (0.5, 0.5, 0.5)

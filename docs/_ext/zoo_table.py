@@ -26,13 +26,13 @@ def zoo_rows():
     and ``published`` (text with its source, or None).
     """
     from resattn.models.complexity import profile
-    from resattn.models.zoo import get_model, get_model_list, get_model_spec, model_config
+    from resattn.models import get_model, get_spec, list_models, model_config
 
     rows = []
-    for name in get_model_list():
+    for name in list_models():
         cfg = model_config(name)
         prof = profile(get_model(name), cfg["input_size"])
-        rows.append(dict(name=name, variant=cfg["variant"], stem=get_model_spec(name)["stem"],
+        rows.append(dict(name=name, variant=cfg["variant"], stem=get_spec(name).arch["stem"],
                          input_size=cfg["input_size"], params=prof.params, macs=prof.macs,
                          paper_params=cfg.get("paper_params"), paper_macs=cfg.get("paper_macs"),
                          prototxt_params=cfg.get("prototxt_params"),

@@ -1,4 +1,5 @@
 """Imports of MXNet and GluonCV with errors that say what to install."""
+import contextlib
 import importlib
 import sys
 
@@ -123,13 +124,40 @@ def named_children(block):
     return list(block._children.items())
 
 
+def named_blocks(block, path=""):
+    """``(path, block)`` of ``block`` and every block under it, depth first, in registration
+    order, each once per place it is registered; paths are dotted as in structural parameter
+    names (``features.1.0``), ``path`` that of ``block`` itself."""
+    stack = [(path, block)]
+    while stack:
+        path, current = stack.pop()
+        yield path, current
+        stack.extend(("%s.%s" % (path, name) if path else name, child)
+                     for name, child in reversed(named_children(current)))
+
+
 def iter_blocks(block):
     """``block`` and every block under it, depth first, each once per place it is registered."""
-    stack = [block]
-    while stack:
-        current = stack.pop()
-        yield current
-        stack.extend(child for _, child in reversed(named_children(current)))
+    return (current for _, current in named_blocks(block))
+
+
+@contextlib.contextmanager
+def imperative(net):
+    """Within this context every hybridized block of ``net`` runs imperatively (so
+    forward hooks and patched ``hybrid_forward`` methods of its descendants run);
+    the hybridization state, flags and cached graphs are restored afterwards."""
+    from mxnet.gluon import HybridBlock
+
+    paused = []
+    try:
+        for block in iter_blocks(net):
+            if isinstance(block, HybridBlock) and is_hybridized(block):
+                set_active(block, False)
+                paused.append(block)
+        yield
+    finally:
+        for block in paused:
+            set_active(block, True)
 
 
 def set_child(parent, name, child):

@@ -69,13 +69,13 @@ def register(names=None):
     >>> added = rg.register()
     >>> net = rg.import_gluoncv().model_zoo.get_model('attention56_cifar', classes=10)
     """
-    from .models import get_model_list
+    from .models import list_models
     table = model_table()
-    names = get_model_list() if names is None else list(names)
-    unknown = sorted(set(names) - set(get_model_list()))
+    names = list_models() if names is None else list(names)
+    unknown = sorted(set(names) - set(list_models()))
     if unknown:
         raise ValueError("not resattn models: %s; available: %s"
-                         % (", ".join(unknown), ", ".join(get_model_list())))
+                         % (", ".join(unknown), ", ".join(list_models())))
     added = []
     for name in names:
         current = table.get(name)

@@ -11,6 +11,8 @@ import json
 import os
 import tempfile
 
+from ._checks import first_line as _first_line
+
 __all__ = ["atomic_write", "write_json", "sha1_file", "parse_size", "input_shape",
            "read_params", "mismatch_report", "save_parameters",
            "load_parameters", "assign_parameters", "config_path", "write_weights_config",
@@ -36,7 +38,7 @@ class WriteError(OSError, ValueError):
 _MXNET_WRITE_FAILURES = ("FileStream.Write incomplete", "LocalFileSystem: Check failed")
 
 
-def _non_directory_ancestor(path):
+def non_directory_ancestor(path):
     """The nearest existing ancestor of ``path`` that is not a directory, or None."""
     parent = os.path.dirname(os.path.abspath(path))
     while parent and not os.path.lexists(parent):
@@ -45,6 +47,9 @@ def _non_directory_ancestor(path):
             return None
         parent = up
     return parent if parent and not os.path.isdir(parent) else None
+
+
+#: The old private name, until cli/deploy.py imports :func:`non_directory_ancestor`.
 
 
 def _free_bytes(directory):
@@ -67,7 +72,7 @@ def write_error(path, err):
     if isinstance(err, WriteError):
         return err
     if isinstance(err, OSError):
-        ancestor = _non_directory_ancestor(path)
+        ancestor = non_directory_ancestor(path)
         if ancestor is not None and err.errno in (errno.ENOTDIR, errno.EEXIST, errno.ENOENT):
             return WriteError(errno.ENOTDIR, "%s is a file, not a directory" % ancestor, path)
         if err.errno == errno.EISDIR:
@@ -209,22 +214,25 @@ def read_weights_config(params_path, verify=True):
     ValueError that names both files; so is a config that is not resattn's.
     """
     path = config_path(params_path)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         return None
+    if not os.path.isfile(path):
+        raise ValueError("the weight config %s is not a regular file; move it away to load %s "
+                         "without one" % (path, params_path))
     try:
         with open(path) as f:
             config = json.load(f)
+    except RecursionError:
+        raise ValueError("cannot read the weight config %s: it nests too deeply to be a "
+                         "weight config" % path) from None
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise ValueError("cannot read the weight config %s: %s" % (path, _first_line(err))) \
             from None
-    if not isinstance(config, dict) or config.get("format") != WEIGHTS_FORMAT \
-            or not isinstance(config.get("model"), str):
-        raise ValueError("%s is not a resattn weight config (no format %r and model); move "
-                         "it away to load %s without one" % (path, WEIGHTS_FORMAT, params_path))
-    if config.get("version", 0) > WEIGHTS_VERSION:
-        raise ValueError("%s was written by a newer resattn (weight config version %s; this "
-                         "one reads %d): upgrade resattn" % (path, config.get("version"),
-                                                             WEIGHTS_VERSION))
+    if not isinstance(config, dict) or config.get("format") != WEIGHTS_FORMAT:
+        raise ValueError("%s is not a resattn weight config (no format %r); move it away to "
+                         "load %s without one" % (path, WEIGHTS_FORMAT, params_path))
+    from .models.pretrained import check_weights_config
+    config = check_weights_config(config, path)  # every field, one line naming the bad one
     if verify and config.get("sha1"):
         size = os.path.getsize(params_path)
         if size != config.get("size", size) or sha1_file(params_path) != config["sha1"]:
@@ -233,7 +241,6 @@ def read_weights_config(params_path, verify=True):
                              "to load it as it is" % (params_path, path, config["sha1"]))
     for key in _CONFIG_KEYS:
         config.setdefault(key, None)
-    config["arch"] = dict(config["arch"] or {})
     return config
 
 
@@ -315,11 +322,6 @@ def input_shape(size, batch_size=1, channels=3, allow_channels=False):
     return (int(batch_size),) + dims
 
 
-def _first_line(err):
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
 def read_params(path, what="an MXNet parameter file"):
     """The named arrays of an MXNet ``.params`` file, ``arg:``/``aux:`` prefixes removed.
 
@@ -348,14 +350,18 @@ def read_params(path, what="an MXNet parameter file"):
             for k, v in loaded.items()}
 
 
-def _shown(items, limit=20):
+def shown(items, limit=20):
+    """``'a, b, c, ... and 3 more'``: the first ``limit`` of ``items``, comma-joined."""
     return ", ".join(list(items[:limit]) + (["... and %d more" % (len(items) - limit)]
                                             if len(items) > limit else []))
 
 
+#: The old private name, until models/convert.py imports :func:`shown`.
+
+
 def mismatch_report(missing=(), unexpected=(), wrong=()):
     """``'2 missing: a, b; 1 wrong shape: c: ...'``, or '' when all three are empty."""
-    return "; ".join("%d %s: %s" % (len(items), title, _shown(list(items)))
+    return "; ".join("%d %s: %s" % (len(items), title, shown(list(items)))
                      for title, items in (("missing", missing), ("unexpected", unexpected),
                                           ("wrong shape", wrong)) if items)
 

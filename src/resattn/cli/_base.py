@@ -16,6 +16,7 @@ import os
 import sys
 import traceback
 
+from .._checks import check_choice
 from ..hub import DownloadError
 from ..io import parse_size
 from ..models.choices import ATTENTION_TYPES, LEARNING_TYPES, VARIANTS
@@ -23,7 +24,8 @@ from ..training.config import NonFiniteLossError
 
 __all__ = ["COMMANDS", "COMMAND_MODULES", "USER_ERRORS", "command", "size_type",
            "add_model_args", "add_data_args", "add_gpus_arg", "add_params_arg", "check_choice",
-           "model_kwargs", "data_kwargs", "saved_config", "load_trained", "exit_status",
+           "model_kwargs", "data_kwargs", "saved_config", "load_trained", "weights_data_kwargs",
+           "exit_status",
            "worker_exits_on_failure", "build_parser", "main"]
 
 #: ``{name: (help, run, add_arguments)}`` of the registered subcommands, in ``--help`` order.
@@ -158,22 +160,6 @@ def add_gpus_arg(p):
     p.add_argument("--gpus", default="", help="comma-separated GPU ids; CPU when empty")
 
 
-def check_choice(option, value, choices):
-    """Raise ValueError ``--OPTION 'VALUE': expected one of ...`` unless ``value in choices``.
-
-    For options whose help lists the choices itself, checked when the command runs.
-
-    Parameters
-    ----------
-    option : str
-        The flag, e.g. ``'--format'``.
-    value : str
-    choices : tuple of str
-    """
-    if value not in choices:
-        raise ValueError("%s %r: expected one of %s" % (option, value, ", ".join(choices)))
-
-
 def model_kwargs(args, saved=None):
     """Model settings from the command line, falling back to a run's ``config.json``.
 
@@ -217,7 +203,7 @@ def data_kwargs(args):
 
 # ----------------------------------------------------------------------------- trained runs
 def saved_config(params_path):
-    """The ``config.json`` that ``resattn train`` wrote beside ``params_path``.
+    """The ``config.json`` that ``resattn train`` wrote beside ``params_path`` ({} if none).
 
     Parameters
     ----------
@@ -226,109 +212,51 @@ def saved_config(params_path):
     Returns
     -------
     dict
-        Empty when there is no ``config.json``.
     """
-    import json
-    path = os.path.join(os.path.dirname(os.path.abspath(params_path)), "config.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
-
-
-def _weights_file(args):
-    """``(path, weights config or None)`` of ``--params`` or ``--pretrained``."""
-    from ..io import read_weights_config
-    if getattr(args, "pretrained", None):
-        from ..models.zoo import fetch_weights
-        path = fetch_weights(args.pretrained)
-    else:
-        path = args.params
-        if not os.path.isfile(path):
-            raise ValueError("--params %s: no such file" % path)
-    return path, read_weights_config(path)
-
-
-def _check_flags(args, model, kwargs, config):
-    """Refuse flags that contradict the weights' config (unless --override-config)."""
-    if config is None or getattr(args, "override_config", False):
-        return
-    clash = []
-    if args.model and args.model != config["model"]:
-        clash.append("--model %s (the weights are %s)" % (args.model, config["model"]))
-    for key, value in kwargs.items():
-        if key in config["arch"] and config["arch"][key] != value:
-            clash.append("--%s %s (the weights need %s)" % (key.replace("_", "-"), value,
-                                                           config["arch"][key]))
-    if clash:
-        raise ValueError("%s contradict%s the weights' config %s; leave %s out, or add "
-                         "--override-config to use %s anyway"
-                         % (", ".join(clash), "s" if len(clash) == 1 else "",
-                            config.get("_path", "file"), "it" if len(clash) == 1 else "them",
-                            "it" if len(clash) == 1 else "them"))
+    from ..models._builder import run_config
+    return run_config(params_path)
 
 
 def load_trained(args, classes=None, ctx=None):
-    """The network of ``--params`` (or ``--pretrained``), built as its config says.
+    """The network of ``--params`` (or ``--pretrained``) through :func:`resattn.load_model`.
 
-    The weights' config (``FILE.json`` beside the file, written by resattn
-    with every ``.params``; see :func:`resattn.io.write_weights_config`) gives
-    the model, its architecture arguments and the preprocessing; without one,
-    ``--model`` or the run's ``config.json`` does. Flags that contradict the
-    config are refused unless ``--override-config``. The parameters are loaded
-    with every name and shape checked.
+    The weights' config gives the model, its architecture and the
+    preprocessing (``net.pretrained_cfg``); without one, ``--model`` or the
+    run's ``config.json`` does. Flags that contradict the config are refused
+    unless ``--override-config``.
 
     Parameters
     ----------
     args : argparse.Namespace
         Of :func:`add_model_args` with ``trained=True``.
     classes : int, optional
-        Classifier size where neither the config nor config.json says; else
-        the one stored in the file.
+        Classifier size where nothing else says.
     ctx : mxnet.Context, optional
 
     Returns
     -------
-    (net, model name, saved config dict)
-        The saved dict is the run's ``config.json`` (empty without one), with
-        ``'weights'``: the weights' config or None, and ``'preprocessing'``:
-        ``input_size``, ``mean``, ``std`` (for images in [0, 1]) and
-        ``class_names`` to apply.
+    (net, model name, run config dict)
+        The run's ``config.json`` (empty without one).
     """
-    from .. import get_model, model_config
-    from ..io import assign_parameters, config_path, read_params
-    from ..models.weights import normalization
-    path, config = _weights_file(args)
-    saved = saved_config(path)
-    flags = model_kwargs(args)
-    if config is not None:
-        config["_path"] = config_path(path)
-        _check_flags(args, args.model, flags, config)
-        model = args.model if (args.model and args.override_config) else config["model"]
-        kwargs = dict(config["arch"], **flags)
-    else:
-        model = args.model or saved.get("model")
-        if not model:
-            raise ValueError("--model is required (%s has no config %s and no config.json "
-                             "beside it)" % (path, config_path(path)))
-        kwargs = model_kwargs(args, saved)
-    arrays = read_params(path)  # once: for the classifier size and the load
-    weight = arrays.get("output.weight")
-    if "classes" not in kwargs:
-        classes = saved.get("classes") or (weight is not None and weight.shape[0]) or classes
-        if classes:
-            kwargs["classes"] = int(classes)
-    net = get_model(model, **kwargs)
-    assign_parameters(net, arrays, ctx=ctx, source=path)
-    pre = (config or {}).get("preprocessing")
-    if pre:
-        mean, std = normalization(pre)
-        prep = {"input_size": pre.get("input_size"), "mean": mean, "std": std}
-    else:  # mean and std None: the dataset's own normalisation
-        prep = {"input_size": model_config(model)["input_size"], "mean": None, "std": None}
-    prep["class_names"] = (config or {}).get("class_names")
-    saved = dict(saved, weights=config, preprocessing=prep, params_path=path)
-    return net, model, saved
+    from ..models import load_model
+    weights = getattr(args, "pretrained", None) or args.params
+    if not getattr(args, "pretrained", None) and not os.path.isfile(weights):
+        raise ValueError("--params %s: no such file" % weights)
+    net = load_model(weights, model=args.model, ctx=ctx,
+                     override=getattr(args, "override_config", False), classes=classes,
+                     **model_kwargs(args))
+    cfg = net.pretrained_cfg
+    return net, cfg.model, saved_config(cfg.file)
+
+
+def weights_data_kwargs(net):
+    """``normalize`` and ``image_size`` of :func:`resattn.data.get_data_loader` from
+    ``net.pretrained_cfg``: the weights' own preprocessing, not the dataset's statistics
+    ({} where the weights say none and the dataset's own apply)."""
+    cfg = net.pretrained_cfg
+    if cfg.is_default:
+        return {}
+    return {"normalize": cfg.normalization(), "image_size": cfg.input_size}
 
 
 # ----------------------------------------------------------------------------- exit statuses

@@ -18,7 +18,7 @@ def _convert_args(p):
          _convert_args)
 def _convert(args):
     from ..io import config_path, read_weights_config
-    from ..models.convert import convert_file
+    from ..models import convert_file
     kwargs = {k: v for k, v in (("variant", args.variant), ("classes", args.classes))
               if v is not None}
     config = read_weights_config(convert_file(args.model, args.weights, args.source, args.out,

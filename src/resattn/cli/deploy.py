@@ -6,7 +6,7 @@ import os
 
 from ..deploy.choices import CALIB_MODES, EXPORT_FORMATS
 from ._base import (add_model_args, check_choice, command, data_kwargs, load_trained,
-                    size_type)
+                    size_type, weights_data_kwargs)
 
 #: ``EXPORT_FORMATS`` stays importable from here (``resattn.cli_deploy`` of resattn 0.1).
 __all__ = ["EXPORT_FORMATS"]
@@ -24,9 +24,9 @@ def _check_classes(args):
 def _check_outputs(paths):
     """Refuse output files that cannot be written (before any work): a directory in the
     way, or a regular file where a directory of the path should be."""
-    from ..io import WriteError, _non_directory_ancestor
+    from ..io import WriteError, non_directory_ancestor
     for path in paths:
-        ancestor = _non_directory_ancestor(path)
+        ancestor = non_directory_ancestor(path)
         if ancestor is not None:
             raise WriteError(errno.ENOTDIR, "%s is a file, not a directory" % ancestor, path)
         if os.path.isdir(path):
@@ -68,13 +68,12 @@ def _export_args(p):
 @command("export", "export weights as an MXNet symbol (JSON + params) or an ONNX file",
          _export_args)
 def _export(args):
-    from .. import deploy, model_config
+    from .. import deploy
     check_choice("--format", args.format, EXPORT_FORMATS)
     _check_classes(args)
     _check_outputs(_symbol_files(args.out) if args.format == "symbol" else [args.out])
-    net, model, saved = load_trained(args, classes=args.classes)
-    size = args.input_size or saved["preprocessing"]["input_size"] or \
-        model_config(model)["input_size"]
+    net, model, _ = load_trained(args, classes=args.classes)
+    size = args.input_size or net.pretrained_cfg.input_size
     if args.format == "symbol":
         with _writing(args.out):
             sym_path, params_path = deploy.export_symbol(net, args.out, size)
@@ -129,12 +128,9 @@ def _quantize(args):
     _check_classes(args)
     _check_outputs(_symbol_files(args.out))
     amx = False if args.no_amx else deploy.enable_amx()  # before any operator runs
-    net, model, saved = load_trained(args, classes=args.classes)
-    data_kw = data_kwargs(args)
-    prep = saved["preprocessing"]
-    if saved["weights"] is not None and prep["mean"] is not None:
-        # Calibrate (and evaluate) on what the weights expect, not the dataset's statistics.
-        data_kw.update(normalize=(prep["mean"], prep["std"]), image_size=prep["input_size"])
+    net, model, _ = load_trained(args, classes=args.classes)
+    # Calibrate (and evaluate) on what the weights expect, not the dataset's statistics.
+    data_kw = dict(data_kwargs(args), **weights_data_kwargs(net))
     info = dataset_info(args.calib_dataset)
     # Calibrate on training images without augmentation, in a fixed shuffled order.
     np.random.seed(0)

@@ -1,6 +1,6 @@
 """``resattn eval``: top-1, top-5 and loss of a trained ``.params`` file."""
 from ._base import (add_data_args, add_gpus_arg, add_model_args, command, data_kwargs,
-                    load_trained)
+                    load_trained, weights_data_kwargs)
 
 
 def _eval_args(p):
@@ -21,25 +21,28 @@ def _eval(args):
     info = dataset_info(args.dataset)
     net, model, saved = load_trained(args, classes=info["classes"], ctx=ctx[0])
     net.hybridize(static_alloc=True)
-    data_kw = data_kwargs(args)
-    prep = saved["preprocessing"]
-    if saved["weights"] is not None and prep["mean"] is not None:
-        # The weights' own preprocessing, not the dataset's statistics.
-        data_kw.update(normalize=(prep["mean"], prep["std"]), image_size=prep["input_size"])
+    cfg = net.pretrained_cfg
+    data_kw = dict(data_kwargs(args), **weights_data_kwargs(net))
     data = get_data_loader(args.dataset, False, args.batch_size or 128,
                            seed=saved.get("seed", 0), **data_kw)
     res = evaluate(net, data, ctx, info["classes"])
     print("%s on %s (%d images): top1 %.4f top5 %.4f loss %.4f" % (
         model, args.dataset, res["samples"], res["top1"], res["top5"], res["loss"]))
     if "normalize" in data_kw:
-        print("preprocessing from the weights' config: %dx%d, mean %s, std %s" % (
-            prep["input_size"], prep["input_size"], _fmt(prep["mean"]), _fmt(prep["std"])))
-    claimed = ((saved["weights"] or {}).get("provenance") or {}).get("claimed_top1")
+        mean, std = data_kw["normalize"]
+        print("preprocessing from the weights' config: %s, mean %s, std %s" % (
+            _size(cfg.input_size), _fmt(mean), _fmt(std)))
+    claimed = cfg.provenance.get("claimed_top1")
     if claimed is not None:
         print("claimed by the weights' authors: top1 %.4f (%s)" % (
-            claimed / 100, saved["weights"]["provenance"].get("measured", "")))
+            claimed / 100, cfg.provenance.get("measured", "")))
     print("top1 %.4f" % res["top1"])
     return 0
+
+
+def _size(size):
+    h, w = (size, size) if isinstance(size, int) else size
+    return "%dx%d" % (h, w)
 
 
 def _fmt(values):

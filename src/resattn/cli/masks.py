@@ -3,7 +3,8 @@ import os
 
 import numpy as np
 
-from ._base import add_model_args, command, load_trained, saved_config, size_type
+from ._base import (add_model_args, command, load_trained, saved_config, size_type,
+                    weights_data_kwargs)
 
 __all__ = ["load_images", "denormalise"]
 
@@ -14,20 +15,11 @@ def denormalise(x, mean, std):
     return np.clip(x * np.asarray(std, np.float32) + np.asarray(mean, np.float32), 0, 1)
 
 
-def load_images(paths, size, mean, std):
-    """Read image files, resize to ``size`` (int or (H, W)) and normalise; returns (N, 3, H, W)."""
-    import cv2
-    h, w = (size, size) if isinstance(size, int) else size
-    batch = []
-    for path in paths:
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError("cannot read image %s (missing, or not an image OpenCV reads)" % path)
-        img = cv2.resize(img[:, :, ::-1], (w, h), interpolation=cv2.INTER_AREA)
-        img = (img.astype(np.float32) / 255 - np.asarray(mean, np.float32)) \
-            / np.asarray(std, np.float32)
-        batch.append(img.transpose(2, 0, 1))
-    return np.stack(batch)
+def load_images(paths, transform, max_pixels=None):
+    """Read image files (:func:`resattn.data.images.read_image`, size-checked) through
+    ``transform`` (:func:`resattn.data.create_transform`); returns (N, 3, H, W) float32."""
+    from ..data.images import read_image
+    return np.stack([transform(read_image(path, max_pixels=max_pixels)) for path in paths])
 
 
 def _reduction(text):
@@ -55,8 +47,7 @@ def _masks_args(p):
 
 @command("masks", "draw each attention module's soft mask over input images", _masks_args)
 def _masks(args):
-    from .. import model_config
-    from ..data import dataset_info, get_dataset
+    from ..data import create_transform, dataset_info, get_dataset, resolve_data_config
     from ..masks import capture, score_by_stage
     from ..viz import plot_masks
     saved = saved_config(args.params) if args.params and os.path.isfile(args.params) else {}
@@ -70,24 +61,26 @@ def _masks(args):
     info = dataset_info(dataset) if dataset else None
     classes = saved.get("classes") or (info and info["classes"])
     net, model, saved = load_trained(args, classes=classes)
-    info = dict(info or model_config(model))
-    normalize = image_size = None
-    prep = saved["preprocessing"]
-    if saved["weights"] is not None and prep["mean"] is not None:
-        # The weights' own preprocessing (as eval does): their statistics and input size,
-        # e.g. the canvas of a cluttered-digits run trained with --image-size.
-        normalize, image_size = (prep["mean"], prep["std"]), prep["input_size"]
-        info.update(mean=prep["mean"], std=prep["std"], input_size=prep["input_size"])
+    data_kw = weights_data_kwargs(net)  # the weights' own preprocessing, as eval applies it
+    cfg = net.pretrained_cfg
+    if data_kw:
+        mean, std = data_kw["normalize"]
+    elif info is not None:
+        mean, std = info["mean"], info["std"]
+    else:
+        mean, std = cfg.normalization()
     net.hybridize()
     # The test split of --dataset (or of the run's dataset, for --score with image files),
     # built once for --index and --score.
     data = None
     if args.score or not args.images:
-        data = get_dataset(dataset, train=False, seed=saved.get("seed", 0), image_size=image_size,
-                           normalize=normalize)
+        data = get_dataset(dataset, train=False, seed=saved.get("seed", 0), **data_kw)
     if args.images:
-        x = load_images(args.images, args.input_size or info["input_size"], info["mean"],
-                        info["std"])
+        given = {"mean": mean, "std": std}
+        if args.input_size:
+            given["input_size"] = args.input_size
+        transform = create_transform(**resolve_data_config(given, model=net, override=True))
+        x = load_images(args.images, transform)
     else:
         bad = [i for i in args.index if not 0 <= i < len(data)]
         if bad:
@@ -95,7 +88,7 @@ def _masks(args):
                              % (bad, args.dataset, len(data)))
         x = np.stack([data[i][0].asnumpy() for i in args.index])
     logits, masks = capture(net, x)
-    plot_masks(denormalise(x, info["mean"], info["std"]), masks, args.out, reduce=reduce,
+    plot_masks(denormalise(x, mean, std), masks, args.out, reduce=reduce,
                title="%s: predicted %s" % (model, ", ".join(map(str, logits.argmax(1)))))
     print("wrote %s (%d images x %d attention modules)" % (args.out, len(x), len(masks)))
     if args.score:

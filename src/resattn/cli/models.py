@@ -3,6 +3,9 @@ from ._base import command, size_type
 
 
 def _list_args(p):
+    p.add_argument("patterns", nargs="*", metavar="PATTERN",
+                   help="only models matching a shell-style pattern ('*cifar*', "
+                        "'attention5?'); a bare word matches anywhere in the name")
     p.add_argument("--input-size", type=size_type, default=None,
                    help="count MACs at this size instead of each model's own")
     p.add_argument("--pretrained", action="store_true",
@@ -10,13 +13,21 @@ def _list_args(p):
                         "claimed accuracy, source")
 
 
-def _list_weights():
-    from ..models.weights import list_weights
+def _patterns(args):
+    """``resattn list cifar`` means ``*cifar*``, as a search box does."""
+    return [p if any(c in p for c in "*?[") else "*%s*" % p for p in args.patterns]
+
+
+def _list_weights(args):
+    from ..models import list_models, list_weights
+    models = set(list_models(_patterns(args))) if args.patterns else None
     header = "%-13s %-18s %-8s %5s %-26s %8s  %s" % (
         "tag", "model", "source", "input", "normalisation (mean/std)", "top-1 %", "file")
     print(header)
     print("-" * len(header))
     for w in list_weights():
+        if models is not None and w.model not in models:
+            continue
         norm = "none" if tuple(w.std) == (1.0, 1.0, 1.0) and not any(w.mean) else \
             "ImageNet" if tuple(w.mean) == (0.485, 0.456, 0.406) else "%s/%s" % (w.mean, w.std)
         print("%-13s %-18s %-8s %5d %-26s %8.2f  %s" % (
@@ -32,14 +43,18 @@ def _list_weights():
 @command("list", "list the models with parameters and multiply-accumulates", _list_args)
 def _list(args):
     if args.pretrained:
-        return _list_weights()
-    from .. import get_model, get_model_list, model_config, profile
+        return _list_weights(args)
+    from .. import get_model, list_models, model_config, profile
+    names = list_models(_patterns(args))
+    if not names:
+        raise ValueError("no model matches %s; `resattn list` shows them all"
+                         % ", ".join(args.patterns))
     header = "%-26s %-8s %-8s %5s %10s %9s %11s %11s %10s" % (
         "model", "stem", "variant", "input", "params(M)", "paper(M)", "prototxt(M)", "MACs(G)",
         "paper(G)")
     print(header)
     print("-" * len(header))
-    for name in get_model_list():
+    for name in names:
         cfg = model_config(name)
         input_size = args.input_size or cfg["input_size"]
         prof = profile(get_model(name), input_size)

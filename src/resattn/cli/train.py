@@ -32,9 +32,13 @@ def _train_args(p):
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.params")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh even if OUT already holds a run")
-    p.add_argument("--finetune", default=None, metavar="PARAMS",
-                   help="start from this resattn .params file (a classifier of another size is "
-                        "replaced by a new one)")
+    p.add_argument("--finetune", default=None, metavar="PARAMS|TAG",
+                   help="start from this resattn .params file or published tag (`resattn list "
+                        "--pretrained`); a classifier of another size is replaced by a new one, "
+                        "and the new data is normalised and sized as the weights expect")
+    p.add_argument("--dataset-stats", action="store_true",
+                   help="with --finetune: normalise with the dataset's own mean and std, not "
+                        "the weights'")
     p.add_argument("--lr", type=float, default=None, help="base learning rate (0.1 x batch/64)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
     p.add_argument("--momentum", type=float, default=None)
@@ -217,25 +221,6 @@ def _write_failure(err, out):
     return None
 
 
-def _remove_temporaries(out):
-    """After a failed write (a full disk): remove the temporary files of the checkpoint
-    that failed halfway (the previous pair is intact and stays), unless another run now
-    holds ``out`` (its temporaries are its own)."""
-    if not os.path.isdir(out):
-        return
-    from ..training import checkpoint
-    lock = None
-    try:
-        if hasattr(checkpoint, "lock_run_dir"):
-            lock = checkpoint.lock_run_dir(out)  # refused while another run holds it
-        checkpoint.remove_stale_temporaries(out)
-    except (OSError, ValueError):
-        pass
-    finally:
-        if lock is not None:
-            lock.release()
-
-
 def _thread_record():
     """``{"omp_num_threads", "why"}`` for config.json: what this run computes with."""
     from .. import _threads
@@ -256,12 +241,38 @@ def _print_health(history, classes):
                   % ("" if len(warned) == 1 else "s", ", ".join(map(str, warned))), flush=True)
 
 
+def _finetune_source(args, kwargs):
+    """``(path, PretrainedCfg or None, kwargs)`` of ``--finetune``: a tag is fetched (downloaded,
+    verified, converted once); the weights' architecture fills the arguments not given, and
+    given ones that contradict it are refused."""
+    from ..io import read_weights_config
+    from ..models import fetch_weights, list_weights
+    from ..models.pretrained import PretrainedCfg
+    source = args.finetune
+    if source in [w.tag for w in list_weights()]:
+        path = fetch_weights(source)
+    elif os.path.isfile(source):
+        path = source
+    else:
+        raise ValueError("--finetune %s: no such file, nor a published weights tag (%s)"
+                         % (source, ", ".join(w.tag for w in list_weights())))
+    config = read_weights_config(path)
+    if config is None:
+        return path, None, kwargs
+    arch = {k: v for k, v in config["arch"].items() if k != "classes"}
+    clash = ["--%s %s (the weights need %s)" % (k.replace("_", "-"), kwargs[k], arch[k])
+             for k in sorted(set(arch) & set(kwargs)) if kwargs[k] != arch[k]]
+    if clash:
+        raise ValueError("%s contradict%s the weights of --finetune %s; leave %s out"
+                         % (", ".join(clash), "s" if len(clash) == 1 else "", source,
+                            "it" if len(clash) == 1 else "them"))
+    return path, PretrainedCfg.from_config(config, file=path), dict(arch, **kwargs)
+
+
 def _load_for_finetuning(net, path, ctx):
     """Load ``path`` into ``net``; a classifier of another shape is left to be initialised."""
     from .._compat import structured_params
     from ..io import assign_parameters, read_params
-    if not os.path.isfile(path):
-        raise ValueError("--finetune %s: no such file" % path)
     saved = read_params(path)
     ignore = [name for name, param in structured_params(net.output, "output").items()
               if name in saved and tuple(saved[name].shape) != param.shape]
@@ -298,13 +309,18 @@ def _train(args):
     ctx = get_context(args.gpus)
     info = dataset_info(args.dataset)
     kwargs = _model_kwargs(args, loaded)
+    finetune = finetune_cfg = None
+    if args.finetune:
+        finetune, finetune_cfg, kwargs = _finetune_source(args, kwargs)
+    if args.dataset_stats and finetune_cfg is None:
+        raise ValueError("--dataset-stats applies to --finetune weights with a config")
     norm_kwargs = {}
     if args.syncbn:
         norm_kwargs = dict(norm_layer=mx.gluon.contrib.nn.SyncBatchNorm,
                            norm_kwargs={"num_devices": len(ctx)})
     net = get_model(args.model, classes=info["classes"], **kwargs, **norm_kwargs)
-    if args.finetune:
-        _load_for_finetuning(net, args.finetune, ctx)
+    if finetune:
+        _load_for_finetuning(net, finetune, ctx)
     # Each worker trains on its strided shard; synchronous workers also validate on one and
     # fit sums the counts, asynchronous ones (not in step) each validate on everything.
     kv, rank, parts = cfg.kvstore, 0, 1
@@ -315,8 +331,20 @@ def _train(args):
     def job():
         val_parts = parts if "async" not in cfg.kvstore else 1
         data_kw = data_kwargs(args)
-        if args.image_size is not None:
-            data_kw["image_size"] = args.image_size
+        mean, std, size = info["mean"], info["std"], args.image_size or info["input_size"]
+        if finetune_cfg is not None and not args.dataset_stats:
+            # The new data as the weights expect it (their mean, std and size).
+            mean, std = finetune_cfg.normalization()
+            data_kw["normalize"] = (mean, std)
+            if args.image_size is None and isinstance(finetune_cfg.input_size, int):
+                size = finetune_cfg.input_size
+            if rank == 0:
+                print("--finetune: preprocessing of the weights: %s px, mean %s, std %s "
+                      "(--dataset-stats for the dataset's own)"
+                      % (size, tuple(round(m, 4) for m in mean),
+                         tuple(round(v, 4) for v in std)), flush=True)
+        if size != info["input_size"]:
+            data_kw["image_size"] = size
         train_data = get_data_loader(args.dataset, True, cfg.batch_size, cutout=cutout,
                                      seed=cfg.seed, num_parts=parts, part_index=rank, **data_kw)
         val_data = get_data_loader(args.dataset, False, cfg.batch_size, seed=cfg.seed,
@@ -336,9 +364,8 @@ def _train(args):
         if args.image_size is not None:  # absent otherwise, as in 0.1's config.json
             extra["image_size"] = args.image_size
         weights = {"model": args.model, "arch": dict(kwargs, classes=info["classes"]),
-                   "preprocessing": {"input_size": args.image_size or info["input_size"],
-                                     "scale": 255.0, "mean": list(info["mean"]),
-                                     "std": list(info["std"])},
+                   "preprocessing": {"input_size": size, "scale": 255.0, "mean": list(mean),
+                                     "std": list(std)},
                    "class_names": info.get("class_names"),
                    "provenance": {"trained_by": "resattn train", "dataset": args.dataset,
                                   "seed": cfg.seed}}
@@ -361,11 +388,11 @@ def _train(args):
         try:
             return job()
         except OSError as err:
+            # fit has removed the temporaries of a checkpoint that failed halfway
+            # (training.rundir.run_directory); here the error becomes one line.
             clear = _write_failure(err, args.out)
             if clear is None:
                 raise
-            if rank == 0:
-                _remove_temporaries(args.out)
             if clear is not err:
                 raise clear from err
             raise

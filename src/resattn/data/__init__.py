@@ -5,7 +5,10 @@
   :func:`~resattn.data.dataset_info` (it imports no MXNet);
 - :mod:`resattn.data.datasets`: :func:`~resattn.data.get_dataset`,
   :class:`~resattn.data.ImageDataset` and the builders of the built-in datasets;
-- :mod:`resattn.data.transforms`: augmentation and :class:`~resattn.data.Preprocess`;
+- :mod:`resattn.data.transforms`: augmentation, :class:`~resattn.data.Preprocess` and
+  :func:`~resattn.data.create_transform` (timm's), the transform of a network's weights;
+- :mod:`resattn.data.config`: :func:`~resattn.data.resolve_data_config` (timm's), the data
+  config of ``net.pretrained_cfg``;
 - :mod:`resattn.data.digits` and :mod:`resattn.data.synthetic`: the offline digits and
   cluttered digits;
 - :mod:`resattn.data.loader`: sharded loaders, :func:`~resattn.data.get_data_loader`.
@@ -42,13 +45,14 @@ processes never touch a global generator. Indexing a dataset directly,
 ``dataset[i]``, draws the key from NumPy's global generator in the calling
 process.
 """
-from .._lazy import attach
+from .._lazy import attach as _attach
 
-__getattr__, __dir__, __all__ = attach(__name__, {
+__getattr__, __dir__, __all__ = _attach(__name__, {
     ".registry": ["DATASETS", "DatasetSpec", "register_dataset", "list_datasets",
                   "dataset_spec", "dataset_info"],
     ".datasets": ["ImageDataset", "get_dataset"],
-    ".transforms": ["Preprocess", "pad_crop", "random_flip", "cutout", "random_resized_crop",
+    ".config": ["resolve_data_config"],
+    ".transforms": ["Preprocess", "create_transform", "pad_crop", "random_flip", "cutout", "random_resized_crop",
                     "resize_short", "center_crop"],
     ".digits": ["digits_split"],
     ".synthetic": ["make_cluttered_digits", "ClutteredDigits"],

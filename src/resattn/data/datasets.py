@@ -5,7 +5,6 @@ builders here are those of 'cifar10', 'cifar100', 'digits',
 'imagefolder:PATH' and 'rec:PATH'.
 """
 import functools
-import io
 import os
 import stat
 import struct
@@ -18,22 +17,16 @@ import numpy as np
 from mxnet import gluon
 from mxnet.gluon.data import vision
 
+from .._checks import check_int, first_line
 from .._stats import IMAGENET
-from ._common import check_int
+from . import images
 from .digits import _digits_upscaled
+from .images import _Unusable
 from .registry import _REGISTRY, _check_stats, _parse
 from .transforms import Preprocess
 
-__all__ = ["ImageDataset", "get_dataset", "MAX_IMAGE_PIXELS"]
+__all__ = ["ImageDataset", "get_dataset"]
 
-#: The largest image, in pixels (width x height), that 'imagefolder:PATH' and 'rec:PATH'
-#: decode. It is read from the image's header before any pixel is decoded, so a
-#: 'decompression bomb' (a small file that claims, say, 100000 x 100000 pixels) is refused
-#: without allocating its 30 GB. 2**28 pixels is 16384 x 16384, at 3 bytes a pixel 768 MiB
-#: decoded (and 4 times that as float32 before resizing). The environment variable
-#: ``RESATTN_MAX_IMAGE_PIXELS``, where set, overrides this value; assigning
-#: ``resattn.data.datasets.MAX_IMAGE_PIXELS`` changes it for this process.
-MAX_IMAGE_PIXELS = 2 ** 28
 
 
 class ImageDataset(gluon.data.Dataset):
@@ -182,12 +175,6 @@ _CIFAR = {"cifar10": ("CIFAR-10", "cifar-10-binary.tar.gz",
 _FETCH_ERRORS = (OSError, RuntimeError, UserWarning, EOFError, tarfile.TarError, zlib.error)
 
 
-def _first_line(err):
-    lines = str(err).strip().splitlines()
-    text = lines[0].strip() if lines else ""
-    return "%s: %s" % (type(err).__name__, text) if text else type(err).__name__
-
-
 def _cifar(cls, name, train, root):
     """``cls(train, root)``, Gluon's CIFAR; what stops it is a one-line ValueError.
 
@@ -203,20 +190,21 @@ def _cifar(cls, name, train, root):
     try:
         return cls(train=train, **({} if root is None else {"root": root}))
     except _FETCH_ERRORS as err:
+        reason = first_line(err, with_type=True)
         url = gluon.utils._get_repo_file_url("gluon/dataset/" + name, archive)
         offline = "use an offline dataset (digits, cluttered-digits, imagefolder:PATH)"
         path = os.path.join(where, archive)
         if not os.path.isfile(path):
             raise ValueError("%s is not in %s and cannot be downloaded (%s): put %s (from %s) "
-                             "in %s, or %s" % (title, where, _first_line(err), archive, url,
+                             "in %s, or %s" % (title, where, reason, archive, url,
                                                where, offline)) from err
         if not gluon.utils.check_sha1(path, sha1):
             raise ValueError("%s: %s is damaged (its SHA-1 is not %s) and cannot be downloaded "
                              "again (%s): replace it with a copy from %s, or %s"
-                             % (title, path, sha1, _first_line(err), url, offline)) from err
+                             % (title, path, sha1, reason, url, offline)) from err
         raise ValueError("%s: %s could not be unpacked or read in %s (%s); check that the "
                          "folder is writable and has room for it, or %s"
-                         % (title, path, where, _first_line(err), offline)) from err
+                         % (title, path, where, reason, offline)) from err
 
 
 def build_cifar10(train, root=None, **_):
@@ -261,8 +249,8 @@ def build_imagefolder(train, path, image_size, augment, cutout, subset, **_):
     - files that are empty, unreadable, not JPEG or PNG inside (a text file named
       ``x.png``), damaged in their header, or truncated: a PNG must end with its IEND
       chunk, a JPEG must have an end-of-image marker after its first scan;
-    - images larger than :data:`MAX_IMAGE_PIXELS` by their header (decompression bombs):
-      never decoded; ``RESATTN_MAX_IMAGE_PIXELS`` raises the limit.
+    - images larger than :data:`resattn.data.images.MAX_IMAGE_PIXELS` by their header
+      (decompression bombs): never decoded; ``RESATTN_MAX_IMAGE_PIXELS`` raises the limit.
 
     A JPEG or PNG named with another of these extensions is read as what it is, and data
     after a JPEG's end marker (as phones append) is allowed. Listing opens each file for
@@ -293,7 +281,7 @@ def build_rec(train, path, image_size, augment, cutout, subset, **_):
     header: a malformed .idx line, an offset past the end of the .rec or where no record
     starts, and a record running past the end (a truncated .rec) are ValueErrors naming
     the file and the record. A record image that does not decode, or is larger than
-    :data:`MAX_IMAGE_PIXELS`, is a ValueError naming it when it is read.
+    :data:`resattn.data.images.MAX_IMAGE_PIXELS`, is a ValueError naming it when it is read.
     """
     rec, idx = _record(path, "train" if train else "val")
     labelled = _record(path, "train") if os.path.isfile(os.path.join(path, "train.idx")) \
@@ -305,129 +293,12 @@ def build_rec(train, path, image_size, augment, cutout, subset, **_):
 # --------------------------------------------------------------------------- image files
 
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_IEND = b"IEND\xaeB`\x82"  # the IEND chunk's type and (constant) CRC
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers, with the size
 _SHOWN = 5  # skipped files named per reason in the warning
 
 
-class _Unusable(Exception):
-    """Why a file is not a usable image: ``reason`` groups files in the warning."""
-
-    def __init__(self, reason, detail=""):
-        super().__init__(reason + (" (%s)" % detail if detail else ""))
-        self.reason, self.detail = reason, detail
-
-
-def _pixel_limit():
-    """:data:`MAX_IMAGE_PIXELS`, or ``RESATTN_MAX_IMAGE_PIXELS`` where that is set."""
-    text = os.environ.get("RESATTN_MAX_IMAGE_PIXELS", "").strip()
-    if not text:
-        return int(MAX_IMAGE_PIXELS)
-    try:
-        limit = int(text)
-    except ValueError:
-        limit = 0
-    if limit < 1:
-        raise ValueError("RESATTN_MAX_IMAGE_PIXELS must be a positive integer (a number of "
-                         "pixels), got %r" % text)
-    return limit
-
-
-def _check_pixels(width, height):
-    if width < 1 or height < 1:
-        raise _Unusable("damaged", "header says %dx%d pixels" % (width, height))
-    limit = _pixel_limit()
-    if width * height > limit:
-        raise _Unusable("larger than %d pixels (set RESATTN_MAX_IMAGE_PIXELS to allow more)"
-                        % limit, "%dx%d" % (width, height))
-
-
-def _contains(f, start, size, needle):
-    """Whether bytes ``start:size`` of ``f`` contain ``needle``, read in 1 MiB chunks."""
-    f.seek(start)
-    carry = b""
-    while f.tell() < size:
-        chunk = carry + f.read(1 << 20)
-        if needle in chunk:
-            return True
-        if len(chunk) == len(carry):
-            return False
-        carry = chunk[-len(needle) + 1:]
-    return False
-
-
-def _probe_png(f, size, head):
-    if len(head) < 24:
-        raise _Unusable("truncated", "%d bytes" % size)
-    if head[12:16] != b"IHDR":
-        raise _Unusable("damaged", "no IHDR chunk first")
-    _check_pixels(*struct.unpack(">II", head[16:24]))
-    f.seek(max(size - 12, 0))
-    if f.read(12)[4:] != _PNG_IEND and not _contains(f, 8, size, _PNG_IEND):
-        raise _Unusable("truncated", "no IEND chunk")
-
-
-def _probe_jpeg(f, size):
-    pos, dims = 2, None
-    while True:
-        f.seek(pos)
-        mark = f.read(4)
-        if len(mark) < 2:
-            raise _Unusable("truncated", "no scan")
-        if mark[0] != 0xFF:
-            raise _Unusable("damaged", "no marker at byte %d" % pos)
-        kind = mark[1]
-        if kind == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if kind in (0x01, 0xD8) or 0xD0 <= kind <= 0xD7:  # markers without a segment
-            pos += 2
-            continue
-        if kind == 0xD9:
-            raise _Unusable("damaged", "end of image before its scan")
-        if len(mark) < 4:
-            raise _Unusable("truncated", "no scan")
-        length = struct.unpack(">H", mark[2:4])[0]
-        if length < 2:
-            raise _Unusable("damaged", "segment of length %d at byte %d" % (length, pos))
-        if kind in _JPEG_SOF:
-            frame = f.read(5)
-            if len(frame) < 5:
-                raise _Unusable("truncated", "frame header")
-            height, width = struct.unpack(">HH", frame[1:5])
-            _check_pixels(width, height)
-            dims = width, height
-        elif kind == 0xDA:  # start of scan: the size must be known, the end marker follow
-            if dims is None:
-                raise _Unusable("damaged", "scan before the frame header")
-            scan = pos + 2 + length
-            f.seek(max(size - 2, 0))
-            if f.read(2) != b"\xff\xd9" and not _contains(f, scan, size, b"\xff\xd9"):
-                raise _Unusable("truncated", "no end-of-image marker")
-            return
-        pos += 2 + length
-
-
-def _probe(f, size, any_format=False):
-    """Check the image in the binary file ``f`` of ``size`` bytes, from its header and end.
-
-    Raises :class:`_Unusable` unless it is a whole JPEG or PNG of at most
-    :data:`MAX_IMAGE_PIXELS` pixels; with ``any_format``, other formats pass unchecked.
-    """
-    head = f.read(32)
-    if not head:
-        raise _Unusable("empty")
-    if head.startswith(_PNG_SIGNATURE):
-        return _probe_png(f, size, head)
-    if head.startswith(b"\xff\xd8"):
-        return _probe_jpeg(f, size)
-    if not any_format:
-        raise _Unusable("not JPEG or PNG inside")
-
-
 def _probe_file(path):
-    """:func:`_probe` of the file at ``path``, never opening what is not a regular file."""
+    """Check the JPEG or PNG at ``path`` from its header and end (:func:`.images._probe`),
+    never opening what is not a regular file; raises ``images._Unusable``."""
     try:
         st = os.stat(path)
     except OSError as err:  # broken or looping link
@@ -436,33 +307,21 @@ def _probe_file(path):
         raise _Unusable("not a regular file", "a folder" if stat.S_ISDIR(st.st_mode) else "")
     try:
         with open(path, "rb") as f:
-            _probe(f, st.st_size)
+            images._probe(f, st.st_size, images._pixel_limit(), formats=("jpeg", "png"))
     except OSError as err:
         raise _Unusable("unreadable", err.strerror or type(err).__name__) from None
 
 
-def _last_line(err):
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(err).__name__
-
-
-def _decode(buf, what, any_format=False):
+def _decode(buf, what):
     """The (H, W, 3) uint8 RGB image encoded in ``buf``; ValueError naming ``what`` if not.
 
-    The header is checked first (:func:`_probe`), so nothing larger than
-    :data:`MAX_IMAGE_PIXELS` is decoded; then MXNet decodes it, as Gluon's datasets do,
-    and waits for the result so that a failure is raised here.
+    The size is checked from the header first, so nothing larger than
+    :data:`resattn.data.images.MAX_IMAGE_PIXELS` is decoded (as :func:`.images.read_image`).
     """
     try:
-        _probe(io.BytesIO(buf), len(buf), any_format)
+        return images._decode(buf, images._pixel_limit())
     except _Unusable as bad:
-        raise ValueError("%s is not a usable image: %s; remove or replace it"
-                         % (what, bad)) from None
-    try:
-        return mx.image.imdecode(buf, 1).asnumpy()
-    except mx.base.MXNetError as err:
-        raise ValueError("%s cannot be decoded (%s); remove or replace it"
-                         % (what, _last_line(err))) from None
+        raise ValueError(images._message(what, bad)) from None
 
 
 class _ImageFiles:
@@ -528,13 +387,12 @@ class _ImageFiles:
     def __getitem__(self, idx):
         path, label = self.items[idx]
         try:
-            with open(path, "rb") as f:
-                buf = f.read()
-        except OSError as err:
-            raise ValueError("imagefolder: cannot read %r (%s), listed when the dataset was "
-                             "built; restore it or build the dataset again"
-                             % (path, err.strerror or type(err).__name__)) from None
-        return _decode(buf, "imagefolder: %r" % path), label
+            return images.read_image(path), label
+        except images._FileError as err:
+            raise ValueError("imagefolder: %s, listed when the dataset was built; restore it "
+                             "or build the dataset again" % err) from None
+        except ValueError as err:
+            raise ValueError("imagefolder: %s" % err) from None
 
 
 def _listdir(folder):
@@ -683,7 +541,7 @@ class _Records:
             raise ValueError("rec: %s holds %d bytes, too few for an image record; the .rec "
                              "changed since the dataset was built" % (where, len(payload)))
         header, img = mx.recordio.unpack(payload)
-        return _decode(img, "rec: " + where, any_format=True), header.label
+        return _decode(img, "rec: " + where), header.label
 
 
 # --------------------------------------------------------------------------- folders, records

@@ -5,7 +5,7 @@ See :mod:`resattn.data` (Reproducibility) for how shuffling and augmentation are
 import numpy as np
 from mxnet import gluon
 
-from ._common import check_int
+from .._checks import check_int
 from .datasets import get_dataset
 
 __all__ = ["get_data_loader", "ShardSampler", "shard_indices"]

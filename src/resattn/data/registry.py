@@ -14,8 +14,9 @@ import difflib
 import importlib
 import os
 
+from .._checks import check_int
 from .._stats import CIFAR10, CIFAR10_CLASSES, CIFAR100, DIGIT_CLASSES, IMAGENET
-from ._common import STYLES, check_int
+from ._common import STYLES
 
 __all__ = ["DATASETS", "DatasetSpec", "register_dataset", "list_datasets", "dataset_spec",
            "dataset_info"]

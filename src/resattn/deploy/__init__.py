@@ -14,9 +14,9 @@ Call :func:`enable_amx` first, before any network runs, on CPUs with Intel
 AMX. Measured speeds are in ``docs/performance.md``, accuracy drops in
 ``docs/deployment.md``.
 """
-from .._lazy import attach
+from .._lazy import attach as _attach
 
-__getattr__, __dir__, __all__ = attach(__name__, {
+__getattr__, __dir__, __all__ = _attach(__name__, {
     ".choices": ["CALIB_MODES", "QUANTIZED_DTYPES", "EXPORT_FORMATS", "ONNX_ENGINES",
                  "ONNX_PRECISIONS"],
     ".cpu": ["optimize", "quantize", "to_bfloat16", "enable_amx", "fusion_backend"],

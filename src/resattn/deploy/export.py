@@ -174,7 +174,7 @@ def export_onnx(net, path, input_size=32, dynamic=True, ctx=None):
     ctx = _ctx(ctx)
     shape = _input_shape(input_size)
     _trace(net, shape, ctx)
-    with blocks._resize_operator():
+    with blocks.resize_operator():
         sym = net(mx.sym.var("data"))
     if isinstance(sym, (list, tuple)):
         sym = mx.sym.Group(list(sym))

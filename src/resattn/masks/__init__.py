@@ -28,9 +28,9 @@ Examples
 >>> reduce_mask(masks[0], 'mean').shape
 (1, 32, 32)
 """
-from .._lazy import attach
+from .._lazy import attach as _attach
 
-__getattr__, __dir__, __all__ = attach(__name__, {
+__getattr__, __dir__, __all__ = _attach(__name__, {
     ".masknet": ["Mask", "Capture", "MaskNet", "capture"],
     ".reduce": ["REDUCTIONS", "reduce_mask", "reduce_masks"],
     ".attribution": ["ClassChannels", "class_channels"],

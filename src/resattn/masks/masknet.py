@@ -17,9 +17,8 @@ import numpy as np
 from mxnet import autograd
 from mxnet.gluon import HybridBlock, nn
 
-from .._compat import is_hybridized, named_children, set_hybridized
-from ..models import _onednn
-from ..models.backbone import imperative
+from .. import _onednn
+from .._compat import imperative, is_hybridized, named_children, set_hybridized
 from ..models.blocks import AttentionModule
 
 __all__ = ["Mask", "Capture", "MaskNet", "capture"]
@@ -279,7 +278,7 @@ def capture(net, x, hybridize=None):
     x = _as_input(net, x)
     with autograd.pause(train_mode=False):
         # The wrapper's own graph holds the network's 1x1 convolutions: at sizes where
-        # oneDNN would crash on one of them, run it imperatively (models/_onednn.py).
+        # oneDNN would crash on one of them, run it imperatively (resattn/_onednn.py).
         out = _onednn.safe_call(wrapper, wrapper.forward, x)
     masks = [Mask(name, s, k, m.asnumpy()) for (name, s, k), m in zip(wrapper.layout, out[1:])]
     return Capture(out[0].asnumpy(), masks)

@@ -44,8 +44,6 @@ class ModelSpec:
         (``imagenet_model/*-deploy.prototxt``), where there is one.
     published : str or None
         Accuracy published for this architecture, with its source.
-    weights : str or None
-        SHA-1 of the resattn weight file published for this model.
     """
     name: str
     builder: object
@@ -59,7 +57,6 @@ class ModelSpec:
     paper_macs: object = None
     prototxt_params: object = None
     published: object = None
-    weights: object = None
 
     def config(self):
         """Preprocessing and provenance: ``input_size``, ``mean``, ``std``, ``classes``,
@@ -125,9 +122,43 @@ def register_model(name=None, **spec):
     return wrap
 
 
-def list_models():
-    """Names of all registered models, in registration order."""
-    return list(_with_zoo())
+def list_models(filter="", pretrained=False, exclude_filters=""):
+    """Names of the registered models, in registration order (timm's ``list_models``).
+
+    Parameters
+    ----------
+    filter : str or sequence of str
+        Shell-style patterns (``'*cifar*'``, ``'attention5?'``); a name is kept
+        when it matches any. Empty: every model.
+    pretrained : bool
+        Only models with published weights (``resattn list --pretrained``).
+    exclude_filters : str or sequence of str
+        Patterns of names to leave out.
+
+    Examples
+    --------
+    >>> list_models('*452*')
+    ['attention452', 'attention452_cifar', 'attention452_cifar_paper']
+    >>> list_models(pretrained=True)
+    ['attention92_cifar']
+    """
+    import fnmatch
+
+    def patterns(value, what):
+        value = [value] if isinstance(value, str) else list(value or ())
+        if not all(isinstance(p, str) for p in value):
+            raise ValueError("%s must be a pattern or a list of patterns, got %r" % (what, value))
+        return [p for p in value if p]
+
+    include, exclude = patterns(filter, "filter"), patterns(exclude_filters, "exclude_filters")
+    names = [n for n in _with_zoo()
+             if (not include or any(fnmatch.fnmatchcase(n, p) for p in include))
+             and not any(fnmatch.fnmatchcase(n, p) for p in exclude)]
+    if pretrained:
+        from .weights import list_weights
+        with_weights = {w.model for w in list_weights()}
+        names = [n for n in names if n in with_weights]
+    return names
 
 
 def register_alias(alias, target, source=None, **kwargs):

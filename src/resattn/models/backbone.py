@@ -8,7 +8,6 @@ calls ``self.layer2(x)`` or iterates a ``HybridSequential``) runs the module.
 Widths and mask depths come from the shapes of the children's outputs in one
 trial forward pass.
 """
-import contextlib
 import numbers
 
 import mxnet as mx
@@ -17,8 +16,8 @@ from mxnet import autograd
 from mxnet.gluon import Block, HybridBlock, nn
 from mxnet.gluon.nn import BatchNorm
 
-from .._compat import clear_cached_graph, is_hybridized, named_children, set_child, \
-    set_active, set_hybridized
+from .._compat import clear_cached_graph, imperative, is_hybridized, iter_blocks, named_blocks, \
+    named_children, set_child, set_hybridized
 from ..io import input_shape
 from .blocks import AttentionModule, ResidualUnit
 from .choices import MAX_STAGE
@@ -41,32 +40,6 @@ def default_num_pools(height, width):
     while pools < _DEFAULT_MAX_POOLS and side >= _MIN_MASK_SIDE * 2 ** (pools + 1):
         pools += 1
     return pools
-
-
-def walk_blocks(block, path=""):
-    """``[(path, block)]`` of ``block`` and all its descendants, depth first, in
-    registration order; paths are dotted as in structural parameter names."""
-    found = [(path, block)]
-    for name, child in named_children(block):
-        found.extend(walk_blocks(child, "%s.%s" % (path, name) if path else name))
-    return found
-
-
-@contextlib.contextmanager
-def imperative(net):
-    """Within this context every hybridized block of ``net`` runs imperatively (so
-    forward hooks and patched ``hybrid_forward`` methods of its descendants run);
-    the hybridization state, flags and cached graphs are restored afterwards."""
-    paused = []
-    try:
-        for _, block in walk_blocks(net):
-            if isinstance(block, HybridBlock) and is_hybridized(block):
-                set_active(block, False)
-                paused.append(block)
-        yield
-    finally:
-        for block in paused:
-            set_active(block, True)
 
 
 def _as_list(after):
@@ -312,7 +285,7 @@ def add_attention(net, after, input_size=224, in_channels=3, p=1, t=2, r=1, atte
     data_shape = (1, int(in_channels), height, width)
     shapes = _trial(net, [child for _, _, child in targets], after, data_shape)
     factory = ResidualUnit if unit is None else unit
-    taken = {b.prefix for _, b in walk_blocks(net)}
+    taken = {b.prefix for b in iter_blocks(net)}
     ctx, dtype = _context(net)
     planned = []
     for path, (ancestors, name, child), shape, n in zip(after, targets, shapes, pools):
@@ -348,5 +321,5 @@ def add_attention(net, after, input_size=224, in_channels=3, p=1, t=2, r=1, atte
             module.initialize(mx.init.MSRAPrelu() if init is None else init, ctx=ctx)
             with autograd.pause(train_mode=False):  # finishes the deferred shapes
                 module(mx.nd.zeros((1,) + tuple(shape[1:]), ctx=ctx[0], dtype=dtype))
-    where = {id(block): path for path, block in walk_blocks(net)}
+    where = {id(block): path for path, block in named_blocks(net)}
     return [(where[id(module)], module) for _, _, _, _, module, _ in planned]

@@ -11,7 +11,7 @@ import functools
 from mxnet.gluon import nn
 from mxnet.gluon.nn import BatchNorm, HybridBlock
 
-from . import _onednn
+from .. import _onednn
 from .choices import ATTENTION_TYPES, LEARNING_TYPES, MAX_STAGE, VARIANTS
 
 __all__ = ["zero_init_residual", "ResidualUnit", "ResNeXtUnit", "PostActResidualUnit",
@@ -78,12 +78,12 @@ def _preactivation(unit):
 # MXNet's CPU BilinearResize2D is a scalar loop (~20x slower than the oneDNN
 # convolutions around it, and its backward worse), so the soft mask resizes by
 # two small matrix products instead. ONNX export switches back to the operator
-# (see :func:`_resize_operator`), which maps onto ONNX ``Resize``.
+# (see :func:`resize_operator`), which maps onto ONNX ``Resize``.
 _USE_RESIZE_OP = [False]
 
 
 @contextlib.contextmanager
-def _resize_operator():
+def resize_operator():
     """Within this context, soft masks trace ``contrib.BilinearResize2D`` (for export)."""
     saved = _USE_RESIZE_OP[0]
     _USE_RESIZE_OP[0] = True

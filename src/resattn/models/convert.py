@@ -67,10 +67,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .._checks import first_line
 from .._compat import structured_params
 from .choices import SOURCES
 from .blocks import AttentionModule, ResidualUnit, _PreActBottleneck
-from ..io import (_first_line, _shown, assign_parameters, mismatch_report, read_params,
+from ..io import (shown, assign_parameters, mismatch_report, read_params,
                   save_parameters, shape_compatible)
 
 __all__ = ["SOURCES", "SEED_SCHEMES", "foreign_names", "detect_scheme", "load_params",
@@ -107,7 +108,7 @@ _SEED_MASK = {
 _SEED_FIRST_MODULE = "attention_module1."
 
 
-def _check_source(source):
+def check_source(source):
     if source not in SOURCES:
         raise ValueError("unknown source %r; valid sources: %s"
                          % (source, ", ".join(map(repr, SOURCES))))
@@ -274,7 +275,7 @@ def _check_scheme(source, scheme):
 
 def _plan(net, source, scheme=None):
     """``(entries, ignored)``: resattn name -> _Entry, and foreign names that may be skipped."""
-    _check_source(source)
+    check_source(source)
     scheme = _check_scheme(source, scheme)
     params = structured_params(net)
     if source == "resattn":
@@ -358,7 +359,7 @@ def _seed_scheme(names, where):
             "%s mixes the seed's two namings of its first attention module, which no file "
             "saved by either model has: %s" % (where, "; and ".join(
                 "%d name%s of %s (%s)" % (len(hits[s]), "" if len(hits[s]) == 1 else "s",
-                                          SEED_SCHEMES[s], _shown(hits[s], 3))
+                                          SEED_SCHEMES[s], shown(hits[s], 3))
                 for s in found)))
     if not found:
         raise ValueError(
@@ -392,7 +393,7 @@ def detect_scheme(weights, source="seed"):
         For an unreadable file, or seed names of both schemes or of neither
         (naming what was expected).
     """
-    _check_source(source)
+    check_source(source)
     where, arrays = _read_weights(weights, source)
     if source != "seed":
         return None
@@ -469,7 +470,7 @@ def _whole_model_hint(path):
             "PyTorch reference, run from its Residual-Attention-Network directory), "
             "torch.save(torch.load(%r, map_location='cpu', weights_only=False, "
             "encoding='latin1').state_dict(), 'state_dict.pkl') and load state_dict.pkl"
-            % (_shown(classes, 6), own[0], path))
+            % (shown(classes, 6), own[0], path))
 
 
 def _torch_load(torch, path):
@@ -499,7 +500,7 @@ def _read_torch(path):
         raise ValueError("cannot read %s as a PyTorch state_dict (weights_only=True refuses "
                          "pickles that hold anything but tensors): %s" % (path, reason)) from None
     except Exception as err:  # noqa: BLE001 - whatever a damaged file raises
-        detail = _first_line(err)
+        detail = first_line(err)
         if isinstance(err, (EOFError, IndexError, struct.error)):
             detail = "it ends too early (%s)" % (type(err).__name__ if detail == type(err).__name__
                                                  else "%s: %s" % (type(err).__name__, detail))
@@ -603,7 +604,7 @@ def load_params(net, weights, source, ctx=None):
     >>> net = get_model('attention92_cifar')                      # doctest: +SKIP
     >>> load_params(net, 'model_92_sgd.pkl', 'pytorch')           # doctest: +SKIP
     """
-    _check_source(source)
+    check_source(source)
     entries, ignored = _plan(net, source)
     where, arrays = _read_weights(weights, source)
     if source == "seed":
@@ -616,7 +617,7 @@ def load_params(net, weights, source, ctx=None):
                         if not _is_array(v))
     if not_arrays:
         raise ValueError("%s holds entries that are not arrays: %s; pass the state_dict / "
-                         "parameters alone" % (where, _shown(not_arrays)))
+                         "parameters alone" % (where, shown(not_arrays)))
 
     wanted = {e.foreign: (k, e) for k, e in entries.items()}
     missing = ["%s (%s)" % (e.foreign, k) for k, e in entries.items() if e.foreign not in arrays]
@@ -645,47 +646,14 @@ def load_params(net, weights, source, ctx=None):
 
 
 def convert_file(model_name, weights, source, out_path, **model_kwargs):
-    """Build ``model_name``, load ``weights`` from ``source`` and save a resattn ``.params``
-    with its config beside it (``out_path + '.json'``).
+    """Deprecated alias of :func:`resattn.models.convert_file` (kept for 0.1 code).
 
-    The config (:func:`resattn.io.write_weights_config`) records the model, the
-    architecture arguments, and the preprocessing the weights were trained
-    with: a published file (recognised by its git blob id, see
-    :mod:`resattn.models.weights`) brings its entry's, any other that of its
-    implementation (:data:`~resattn.models.weights.SOURCE_NORMALIZATION`: the
-    seed's ImageNet mean and std, the PyTorch reference's pixels / 255), so
-    that ``resattn eval`` and ``predict`` apply it. Both files are written
-    atomically. The wiring recorded is ``variant='gluoncv'``, that of
-    GluonCV, the reference and the seed, unless ``variant`` is given (a GluonCV
-    ImageNet file converted into ``attention56`` then runs as GluonCV runs it,
-    not with the model's default official wiring).
-
-    Parameters
-    ----------
-    model_name : str
-        A name from :func:`resattn.get_model_list`.
-    weights, source
-        As for :func:`load_params`; ``weights`` is a path here.
-    out_path : str or os.PathLike
-        The ``.params`` file to write.
-    **model_kwargs
-        Passed to :func:`resattn.get_model` (``classes=100``, ...).
-
-    Returns
-    -------
-    str
-        ``out_path``; :func:`resattn.io.read_weights_config` reads the config.
+    The conversion builds a zoo model, so it lives with the builder
+    (:mod:`resattn.models._builder`) and this module stays a leaf of the
+    package: it knows the foreign names, not the zoo.
     """
-    from ..io import save_weights
-    from .weights import conversion_config
-    from .zoo import get_model, model_config
-    _check_source(source)
-    if source != "resattn":
-        # All three foreign implementations wire their masks as variant='gluoncv'.
-        model_kwargs.setdefault("variant", "gluoncv")
-    net = get_model(model_name, **model_kwargs)
-    load_params(net, weights, source)
-    cfg = model_config(model_name)
-    arch = dict({"variant": cfg["variant"], "classes": cfg["classes"]}, **model_kwargs)
-    config = conversion_config(model_name, source, os.fspath(weights), arch, cfg)
-    return save_weights(net, out_path, **config)
+    import warnings
+    warnings.warn("resattn.models.convert.convert_file is deprecated: use "
+                  "resattn.models.convert_file", DeprecationWarning, stacklevel=2)
+    from ._builder import convert_file as convert
+    return convert(model_name, weights, source, out_path, **model_kwargs)

@@ -4,8 +4,7 @@ import numpy as np
 from mxnet.gluon import nn
 from mxnet.gluon.nn import BatchNorm, HybridBlock
 
-from .. import _compat
-from . import _onednn
+from .. import _compat, _onednn
 from .choices import STEMS
 from .blocks import (ATTENTION_TYPES, AttentionModule, ResidualUnit, _check_choice, _check_int,
                      _pool_kwargs, _preactivation, mask_pool_size)
@@ -191,7 +190,7 @@ class ResidualAttentionNet(HybridBlock):
             self._check_input(x)
             if _compat.is_hybridized(self):
                 # A size-agnostic graph cannot dodge oneDNN's 1x1-convolution crash at
-                # sizes such as 2048x2048 (see models/_onednn.py); such calls run
+                # sizes such as 2048x2048 (see resattn/_onednn.py); such calls run
                 # imperatively, where each 1x1 convolution splits itself.
                 return _onednn.safe_call(self, super().forward, x, *args)
         return super().forward(x, *args)

@@ -30,8 +30,7 @@ import os
 from .. import _stats
 
 __all__ = ["Weights", "CIFAR10_CLASSES", "register_weights", "get_weights", "list_weights",
-           "default_weights", "weights_tags", "normalization", "find_weights",
-           "conversion_config", "SOURCE_NORMALIZATION"]
+           "default_weights", "find_weights", "SOURCE_NORMALIZATION"]
 
 #: CIFAR-10's class names, in label order.
 CIFAR10_CLASSES = _stats.CIFAR10_CLASSES
@@ -106,10 +105,15 @@ class Weights:
         ext = self.path.rsplit(".", 1)[-1]
         return "%s-%s.%s" % (self.tag, self.blob[:8], ext)
 
-    def preprocessing(self):
-        """``{'input_size', 'scale', 'mean', 'std'}`` as resattn's weight configs store it."""
-        return {"input_size": self.input_size, "scale": self.scale, "mean": list(self.mean),
-                "std": list(self.std)}
+    @property
+    def pretrained_cfg(self):
+        """Its :class:`~resattn.models.pretrained.PretrainedCfg` (the preprocessing it expects)."""
+        from .pretrained import PretrainedCfg
+        return PretrainedCfg.from_weights(self)
+
+    def transforms(self, is_training=False):
+        """The transform its images need (torchvision's ``weights.transforms()``)."""
+        return self.pretrained_cfg.transforms(is_training=is_training)
 
     def provenance(self):
         """Where the file comes from and what its authors claim of it."""
@@ -134,14 +138,14 @@ def register_weights(entry):
     return entry
 
 
-def weights_tags(model=None):
-    """Tags of the registered weights (of ``model`` only, if given), in registration order."""
-    return [t for t, w in _REGISTRY.items() if model is None or w.model == model]
+def _tags():
+    """Tags of the registered weights, in registration order."""
+    return list(_REGISTRY)
 
 
 def list_weights(model=None):
-    """The registered :class:`Weights` (of ``model`` only, if given)."""
-    return [_REGISTRY[t] for t in weights_tags(model)]
+    """The registered :class:`Weights` (of ``model`` only, if given), in registration order."""
+    return [w for w in _REGISTRY.values() if model is None or w.model == model]
 
 
 def get_weights(tag):
@@ -226,20 +230,6 @@ register_weights(Weights(
          "without mean/std normalisation"))
 
 
-def normalization(preprocessing):
-    """``(mean, std)`` for images scaled to [0, 1] that give what ``preprocessing`` gives.
-
-    ``preprocessing`` (a weight config's, or :meth:`Weights.preprocessing`)
-    divides pixels in [0, 255] by ``scale``, then subtracts ``mean`` and
-    divides by ``std``: the same as ``(x - mean * scale / 255) / (std * scale / 255)``
-    for ``x`` = pixels / 255, which is how resattn's datasets give images.
-    """
-    scale = float(preprocessing.get("scale", 255.0)) / 255.0
-    mean = tuple(float(m) * scale for m in preprocessing["mean"])
-    std = tuple(float(s) * scale for s in preprocessing["std"])
-    return mean, std
-
-
 #: Preprocessing of each implementation's CIFAR files: (mean, std) of images in [0, 1];
 #: None: the model's own (GluonCV's scripts normalise with the statistics resattn's specs
 #: hold, CIFAR-10's on CIFAR and ImageNet's on ImageNet).
@@ -253,43 +243,3 @@ def find_weights(blob):
         if entry.blob == blob:
             return entry
     return None
-
-
-def conversion_config(model, source, path, arch, model_cfg):
-    """The weight config of a file converted from ``path`` (``source`` names) into ``model``.
-
-    A published file (recognised by its git blob id) brings its entry's
-    preprocessing, class names and provenance; any other file the
-    preprocessing its implementation trains with (:data:`SOURCE_NORMALIZATION`).
-
-    Parameters
-    ----------
-    model : str
-    source : str
-    path : str
-        The converted (foreign) file.
-    arch : dict
-        Builder arguments the converted network was built with.
-    model_cfg : dict
-        :func:`resattn.model_config` of ``model``.
-
-    Returns
-    -------
-    dict
-        Keyword arguments of :func:`resattn.io.write_weights_config`.
-    """
-    from ..hub import blob_id
-    blob = blob_id(path)
-    entry = find_weights(blob)
-    if entry is not None and entry.model == model:
-        return {"model": model, "arch": dict(entry.arch, **arch),
-                "preprocessing": entry.preprocessing(), "class_names": entry.class_names,
-                "provenance": dict(entry.provenance(), converted_from=path)}
-    norm = SOURCE_NORMALIZATION.get(source) or (model_cfg["mean"], model_cfg["std"])
-    classes = arch.get("classes", model_cfg["classes"])
-    return {"model": model, "arch": dict(arch),
-            "preprocessing": {"input_size": model_cfg["input_size"], "scale": 255.0,
-                              "mean": list(norm[0]), "std": list(norm[1])},
-            "class_names": CIFAR10_CLASSES if classes == 10 and model_cfg["input_size"] == 32
-            else None,
-            "provenance": {"converted_from": path, "source": source, "blob": blob}}

@@ -1,27 +1,23 @@
-"""Model zoo: one spec table, a registry, ``get_model`` and pretrained weights.
+"""Model zoo: one spec table and the builders generated from it.
 
 Every zoo model is described once, in :data:`MODEL_SPECS`: its architecture,
 the preprocessing its weights expect, the paper's figures and the accuracy
 published for it. A builder is generated for each and registered with that
 spec bound (:func:`resattn.models.register_model`), so
 ``resattn.models.zoo.attention92_cifar()`` and ``get_model('attention92_cifar')``
-are the same thing.
+are the same thing. Building with weights is :mod:`resattn.models._builder`'s.
 """
-import difflib
 import functools
 import inspect
-import os
 
 from .. import _stats
-from ..io import (config_path, load_parameters, read_params, read_weights_config, save_weights,
-                  sha1_file)
-from ._registry import get_spec, list_models, register_alias, register_model, resolve
+# get_model lives with the loader; it is importable from here as in 0.1 (resattn.zoo.get_model).
+from ._builder import get_model
+from ._registry import get_spec, register_alias, register_model
 from .blocks import PostActResNeXtUnit, ResNeXtUnit, ResidualUnit
 from .network import ResidualAttentionNet
-from .weights import Weights, default_weights, get_weights, weights_tags
 
-__all__ = ["MODEL_SPECS", "GLUONCV_ALIASES", "get_model", "get_model_list", "get_model_spec", "register_model",
-           "model_config", "load_pretrained", "fetch_weights", "short_hash"]
+__all__ = ["MODEL_SPECS", "GLUONCV_ALIASES", "get_model", "register_model", "model_config"]
 
 _IMAGENET = dict(stem="imagenet", stem_channels=64, widths=(256, 512, 1024, 2048),
                  stages=(1, 2, 3), final_stride=2, variant="official", classes=1000,
@@ -53,9 +49,7 @@ _A92_CIFAR = ("CIFAR-10 top-1 95.41% (Gluon implementation, PistonY/ResidualAtte
 #: Every zoo model: network arguments, ``input_size``, ``mean`` and ``std``
 #: (the preprocessing its weights expect), ``classes`` and, where known,
 #: ``paper_params`` (millions), ``paper_macs`` (G multiply-accumulates at
-#: ``input_size``), ``published`` (accuracy published for the architecture)
-#: and ``weights`` (SHA-1 of a published resattn file; none yet: convert the
-#: other implementations' files with :func:`resattn.models.convert.load_params`).
+#: ``input_size``) and ``published`` (accuracy published for the architecture).
 MODEL_SPECS = {
     "attention56": _spec(_IMAGENET, (1, 1, 1), paper_params=31.9, paper_macs=6.2,
                          prototxt_params=31.81,
@@ -86,22 +80,7 @@ MODEL_SPECS = {
 
 #: Keys of a spec that are :class:`ModelSpec` fields; the rest are architecture.
 _SPEC_FIELDS = ("input_size", "mean", "std", "classes", "variant", "paper_params", "paper_macs",
-                "prototxt_params", "published", "weights")
-
-
-def get_model_list():
-    """Names of all registered models, in registration order."""
-    return list_models()
-
-
-def get_model_spec(name):
-    """Architecture and preprocessing of ``name`` as one dict (a copy)."""
-    spec = get_spec(name)
-    out = dict(spec.arch)
-    for key, value in spec.config().items():
-        if key != "published":
-            out[key] = value
-    return out
+                "prototxt_params", "published")
 
 
 def model_config(name):
@@ -168,214 +147,6 @@ def _build(arch, width_mult=1.0, last_gamma=False, **kwargs):
         unit = functools.partial(unit, last_gamma=True)
     net_kw.update(kwargs, unit=unit)
     return ResidualAttentionNet(**net_kw)
-
-
-def short_hash(name):
-    """First 8 hex digits of the SHA-1 of ``name``'s own resattn file (``ModelSpec.weights``)."""
-    sha1 = get_spec(name).weights
-    if not sha1:
-        with_weights = sorted(n for n in list_models() if get_spec(n).weights)
-        raise ValueError("no resattn weight file registered for %r (models with one: %s); "
-                         "published weights of other implementations: resattn list "
-                         "--pretrained" % (name, ", ".join(with_weights) or "none"))
-    return sha1[:8]
-
-
-class _Pretrained:
-    """What ``pretrained=`` resolved to: a published entry, or a file (with its config)."""
-
-    def __init__(self, name, pretrained, source=None):
-        self.name, self.source = name, source
-        self.entry = self.path = self.config = None
-        if pretrained is True:
-            self.entry = default_weights(name, missing_ok=True)
-            if self.entry is None:
-                if get_spec(name).weights:
-                    self.path = True  # the model's own file under root (ModelSpec.weights)
-                    return
-                default_weights(name)  # raises, listing the models that have weights
-        elif isinstance(pretrained, Weights) or (isinstance(pretrained, str)
-                                                 and pretrained in weights_tags()):
-            self.entry = get_weights(pretrained)
-            if self.entry.model != name:
-                raise ValueError("weights %r are for %s, not %s: get_model(%r, pretrained=%r)"
-                                 % (self.entry.tag, self.entry.model, name, self.entry.model,
-                                    self.entry.tag))
-        elif isinstance(pretrained, (str, os.PathLike)):
-            self.path = os.fspath(pretrained)
-            if not os.path.isfile(self.path):
-                close = difflib.get_close_matches(self.path, weights_tags(), n=3)
-                raise ValueError("pretrained=%r: no such file, nor a published weights tag%s "
-                                 "(%s)" % (self.path, ", did you mean %s?" % " or ".join(close)
-                                           if close else "", ", ".join(weights_tags())))
-            self.config = read_weights_config(self.path)
-            if self.config is not None and self.config["model"] != name:
-                raise ValueError("%s holds weights of %s (its config %s says so), not %s"
-                                 % (self.path, self.config["model"], config_path(self.path),
-                                    name))
-        else:
-            raise ValueError("pretrained must be False, True, a weights tag (%s) or a path, got "
-                             "%r" % (", ".join(weights_tags()) or "none", pretrained))
-
-    @property
-    def arch(self):
-        if self.entry is not None:
-            return dict(self.entry.arch)
-        return dict(self.config["arch"]) if self.config else {}
-
-    def what(self):
-        return ("weights %r" % self.entry.tag) if self.entry else (
-            "%s (config %s)" % (self.path, config_path(self.path)))
-
-    def merge(self, implied, user):
-        """Builder arguments: the alias's, then the weights', then the user's, which may not
-        contradict the weights'."""
-        arch = self.arch
-        clash = ["%s=%r (the weights need %r)" % (k, user[k], arch[k])
-                 for k in sorted(set(arch) & set(user)) if user[k] != arch[k]]
-        if clash:
-            raise ValueError("%s contradict%s %s; leave %s out, or build the model yourself and "
-                             "call resattn.io.load_parameters(net, path) to load the weights "
-                             "into another architecture on purpose"
-                             % (", ".join(clash), "s" if len(clash) == 1 else "", self.what(),
-                                "it" if len(clash) == 1 else "them"))
-        return dict(implied, **dict(arch, **user))
-
-    def load(self, net, ctx=None, root=None):
-        if self.entry is not None:
-            path = fetch_weights(self.entry, root=root, net=net, ctx=ctx)
-            load_parameters(net, path, ctx=ctx)
-            return path
-        return load_pretrained(net, self.name, True if self.path is True else self.path,
-                               ctx=ctx, root=root, source=self.source)
-
-
-def fetch_weights(weights, root=None, progress=True, net=None, ctx=None):
-    """The resattn file of published weights: downloaded, verified and converted once.
-
-    The published file is downloaded into the cache (``root``, else
-    ``$RESATTN_HOME``, else ``~/.resattn``; see :mod:`resattn.hub`) and
-    verified by its git blob id; it is converted to resattn's names once, and
-    the converted file (``<tag>-<blob[:8]>.resattn.params``, with its config
-    beside it) is what later calls return, offline.
-
-    Parameters
-    ----------
-    weights : str or Weights
-        A tag (``resattn list --pretrained``) or an entry.
-    root : str, optional
-        Cache folder.
-    progress : bool
-        Show a download progress bar.
-    net : ResidualAttentionNet, optional
-        The network to convert into (built from the entry when not given).
-
-    Returns
-    -------
-    str
-        Path of the converted ``.params`` file.
-    """
-    from .. import hub
-    entry = get_weights(weights)
-    folder = os.path.join(hub.cache_dir(root), "weights")
-    converted = os.path.join(folder, "%s-%s.resattn.params" % (entry.tag, entry.blob[:8]))
-    if os.path.isfile(converted):
-        try:
-            config = read_weights_config(converted)
-        except ValueError:
-            config = None  # corrupted: convert again
-        if config and (config.get("provenance") or {}).get("blob") == entry.blob:
-            return converted
-    raw = hub.download(entry.url, entry.blob, filename=entry.filename, root=root,
-                       progress=progress)
-    from .convert import load_params
-    if net is None:
-        net = get_model(entry.model, **entry.arch)
-    load_params(net, raw, entry.source, ctx=ctx)
-    save_weights(net, converted, entry.model, arch=entry.arch,
-                 preprocessing=entry.preprocessing(), class_names=entry.class_names,
-                 provenance=entry.provenance())
-    return converted
-
-
-def load_pretrained(net, name, pretrained, ctx=None, root=None, source=None):
-    """Load weights into ``net``: ``True`` for the model's own resattn file, or a path.
-
-    ``True`` looks for ``{root}/{name}-{sha1[:8]}.params`` (``ModelSpec.weights``)
-    and checks its SHA-1. A path with ``source`` (an alias's naming scheme, e.g.
-    ``'gluoncv'``) is read as that implementation's file unless it holds
-    resattn's own names. Published weights of other implementations are
-    loaded by tag through :func:`get_model` (``pretrained='seed-97.14'``).
-    """
-    if pretrained is True:
-        expected = get_spec(name).weights
-        root = os.path.expanduser(root or os.path.join("~", ".mxnet", "models"))
-        path = os.path.join(root, "%s-%s.params" % (name, short_hash(name)))
-        if not os.path.isfile(path):
-            raise ValueError("pretrained weights for %r not found at %s; place the published "
-                             "file there (SHA-1 %s) or pass its path as pretrained="
-                             % (name, path, expected))
-        got = sha1_file(path)
-        if got != expected:
-            raise ValueError("SHA-1 mismatch for %s: expected %s, got %s (corrupted or a "
-                             "different file)" % (path, expected, got))
-    elif isinstance(pretrained, (str, os.PathLike)):
-        path = os.fspath(pretrained)
-        if not os.path.isfile(path):
-            raise ValueError("pretrained=%r: no such file" % path)
-    else:
-        raise ValueError("pretrained must be False, True or a path to a .params file, got %r"
-                         % (pretrained,))
-    if source is not None and "output.weight" not in read_params(path):
-        from .convert import load_params
-        load_params(net, path, source, ctx=ctx)
-    else:
-        read_weights_config(path)  # a file that does not match its config is refused
-        load_parameters(net, path, ctx=ctx)
-    return path
-
-
-def get_model(name, pretrained=False, ctx=None, root=None, **kwargs):
-    """Build a registered model.
-
-    Parameters
-    ----------
-    name : str
-        A name from :func:`get_model_list`.
-    pretrained : bool, str or Weights, default False
-        ``True`` loads the model's default published weights
-        (``resattn list --pretrained``), a tag such as ``'seed-95.41'`` those
-        weights, and a path that file. Published weights are downloaded into
-        the cache once (``root``), verified by their git blob id and converted
-        once. The architecture arguments the weights need (their config:
-        ``variant``, ``classes``, ...) are applied; ``kwargs`` that contradict
-        them are refused. Models without published weights say so.
-    ctx : Context, default ``mx.cpu()``
-        Where the loaded parameters live.
-    root : str, default ``$RESATTN_HOME`` or ``~/.resattn``
-        Cache of downloaded weights.
-    **kwargs
-        Overrides of :class:`ResidualAttentionNet` arguments (``classes``,
-        ``attention``, ``learning``, ``variant``, ``norm_layer``, ...) and
-        ``width_mult`` to scale every width (for quick experiments).
-
-    Examples
-    --------
-    >>> net = get_model('attention56_cifar', classes=100)
-    >>> net.output
-    Dense(1024 -> 100, linear)
-    """
-    spec, implied, source = resolve(name)
-    plan = None
-    if pretrained is not False and pretrained is not None:
-        plan = _Pretrained(spec.name, pretrained, source)
-        net_kwargs = plan.merge(implied, kwargs)
-    else:
-        net_kwargs = dict(implied, **kwargs)
-    net = spec.builder(**net_kwargs)
-    if plan is not None:
-        plan.load(net, ctx=ctx, root=root)
-    return net
 
 
 def _make_builder(name, spec):

@@ -5,17 +5,18 @@ trainer calls them in list order. :func:`default_callbacks` gives what
 ``resattn train`` uses: Ctrl-C handling, a progress bar, and for the
 writing worker, metrics, checkpoints and curves in the run directory.
 """
+import json
 import math
 import os
 import signal
 import threading
 
-from ..io import write_json
-from .checkpoint import save_checkpoint, write_log, write_metrics
+from ..io import atomic_write, write_json
+from .checkpoint import save_checkpoint
 
 __all__ = ["Callback", "InterruptHandler", "ProgressBar", "HealthCheck", "MetricsLogger",
            "Checkpointer", "CurvePlotter", "RunConfig", "default_callbacks", "run_health",
-           "near_chance"]
+           "near_chance", "write_metrics", "write_log"]
 
 
 class Callback:
@@ -238,6 +239,32 @@ def environment_line():
     from .. import __version__, _threads
     return "resattn %s, MXNet %s, threads: %s; CPU: %s" % (
         __version__, mx.__version__, _threads.CHOICE[1], _threads.describe_cpu())
+
+
+def write_metrics(path, history):
+    """``metrics.jsonl``: one JSON object per epoch row, written atomically."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            for row in history:
+                f.write(json.dumps(row, sort_keys=True) + "\n")
+    atomic_write(path, write)
+
+
+def write_log(path, history, epochs, header=None):
+    """``train.log``: the ``header`` lines (each after a hash sign and a space), then one
+    human-readable line per epoch and its warnings; written atomically."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            for line in header or ():
+                f.write("# %s\n" % line)
+            for r in history:
+                f.write("epoch %d/%d train_loss %.4f val_loss %.4f val_top1 %.4f val_top5 %.4f "
+                        "lr %.5f img/s %.1f time %.1fs\n" % (
+                            r["epoch"], epochs, r["train_loss"], r["val_loss"], r["val_top1"],
+                            r["val_top5"], r["lr"], r["img_per_s"], r["time_s"]))
+                for text in r.get("warnings", ()):
+                    f.write("  warning: %s\n" % text)
+    atomic_write(path, write)
 
 
 class MetricsLogger(Callback):

@@ -16,11 +16,12 @@ from mxnet import autograd, gluon
 
 from ..models.blocks import zero_init_residual
 from .callbacks import Checkpointer, default_callbacks
-from .checkpoint import load_checkpoint, prepare_run_dir
+from .checkpoint import load_checkpoint
 from .config import INIT_ONLY_FIELDS, NonFiniteLossError, TrainConfig, check_kvstore
 from .distributed import Workers, create_kvstore, make_optimizer
 from .recipe import (SeededInitializer, make_lr_scheduler, mixup_batch, seed_everything,
                      smooth_labels, split_batch)
+from .rundir import run_directory
 from .state import TrainState
 
 __all__ = ["Trainer", "StepResult", "fit", "evaluate"]
@@ -433,7 +434,9 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
         ``curves.png``. The writer (rank 0) holds the directory's lock
         (``OUT/.lock``) until ``fit`` returns or raises: a run of a directory
         that another run is using (also with ``resume``) fails at once with
-        :class:`~resattn.training.checkpoint.RunDirInUseError`.
+        :class:`~resattn.training.rundir.RunDirInUseError`. A write that fails
+        (a full disk) leaves no temporary file; the previous checkpoint stays
+        (:func:`~resattn.training.rundir.run_directory`).
     config : TrainConfig, optional
         Settings; keyword ``overrides`` replace single fields.
     ctx : list of Context, default ``[mx.cpu()]``
@@ -487,8 +490,7 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
     writer = trainer.rank == 0
     # The writer holds the directory's lock for the whole run: a second run (or --resume)
     # of it fails at once instead of mixing its files with this one's.
-    lock = prepare_run_dir(out_dir, resume=resume, overwrite=overwrite, writer=writer)
-    try:
+    with run_directory(out_dir, resume=resume, overwrite=overwrite, writer=writer):
         trainer.callbacks = list(callbacks) if callbacks is not None else default_callbacks(
             out_dir, writer=writer, progress=progress, extra_config=extra_config,
             weights_config=weights_config)
@@ -498,9 +500,6 @@ def fit(net, train_data, val_data, out_dir, config=None, ctx=None, classes=None,
                                reinit=reinit)
         except NonFiniteLossError as err:
             raise NonFiniteLossError(_nonfinite_message(err, trainer, last, resume)) from None
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 _NONFINITE_ADVICE = ("try a lower --lr, more --warmup-epochs, or --nonfinite skip (which skips "

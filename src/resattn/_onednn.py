@@ -51,7 +51,7 @@ runs such a call imperatively, the convolutions splitting themselves.
 import mxnet as mx
 from mxnet.gluon import nn
 
-from .. import _compat
+from . import _compat
 
 __all__ = ["Conv2D", "conv1x1_crashes", "graph_would_crash", "safe_call"]
 
@@ -294,9 +294,7 @@ def safe_call(block, forward, x, *args):
     if not (_compat.is_hybridized(block) and isinstance(x, mx.nd.NDArray)
             and graph_would_crash(block, x)):
         return forward(x, *args)
-    from .backbone import imperative
-
-    with imperative(block):
+    with _compat.imperative(block):
         out = forward(x, *args)
     if not _compat.has_cached_graph(block):
         # What the first hybridized call would have built: ``export`` needs it,
