@@ -1,15 +1,18 @@
 """Fine-tune a trained network on your own image folder.
 
-Loads a resattn checkpoint (from ``resattn train``, ``resattn convert`` or
-``examples/load_pytorch_weights.py``) into the model it was trained as,
+Loads trained weights with ``resattn.load_model`` (a published tag such as
+``seed-97.14``, a file from ``resattn train``, ``resattn convert`` or
+``examples/load_pytorch_weights.py``) into the model they were trained as,
 replaces the classifier with a new ``nn.Dense`` for your classes, and trains
 on ``DATA/train/<class>/*.jpg`` with ``DATA/val/<class>/*.jpg`` for
-validation (the ``imagefolder:DATA`` dataset, ImageNet preprocessing at the
-model's input size). Tutorial: docs/tutorials/finetune.md.
+validation (the ``imagefolder:DATA`` dataset: ImageNet-style crops at the
+weights' input size, normalised with the weights' mean and std unless
+``--dataset-stats``). ``best.params`` is written with its weight config, so
+``resattn.load_model`` and ``resattn predict`` read it back with the class
+names. Tutorial: docs/tutorials/finetune.md.
 
     python examples/finetune_imagefolder.py --data ~/flowers \\
-        --model attention92_cifar --checkpoint attention92_cifar-pytorch.params \\
-        --checkpoint-classes 10 --epochs 10 --out runs/flowers
+        --checkpoint seed-97.14 --epochs 10 --out runs/flowers
 """
 import argparse
 import json
@@ -21,22 +24,29 @@ import mxnet as mx
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
-from resattn import get_model, model_config
+from resattn import get_model, load_model
 from resattn.data import dataset_info, get_data_loader
-from resattn.io import load_parameters, save_parameters
+from resattn.io import save_weights
 from resattn.training import evaluate, get_context
 
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="folder with train/<class>/ and val/<class>/")
-    p.add_argument("--model", default="attention92_cifar", help="the checkpoint's model")
-    p.add_argument("--checkpoint", default=None,
-                   help="resattn .params to start from (none: train from scratch)")
-    p.add_argument("--checkpoint-classes", type=int, default=10,
-                   help="classes of the checkpoint's classifier")
-    p.add_argument("--width-mult", type=float, default=1.0, help="as the checkpoint was built")
-    p.add_argument("--image-size", type=int, default=None, help="default: the model's input")
+    p.add_argument("--model", default=None,
+                   help="the checkpoint's model; needed only for a .params file without a "
+                        "config (default: the weights'; attention92_cifar from scratch)")
+    p.add_argument("--checkpoint", default=None, metavar="PARAMS|TAG",
+                   help="resattn .params file or published tag (`resattn list --pretrained`) "
+                        "to start from (none: train from scratch)")
+    p.add_argument("--checkpoint-classes", type=int, default=None,
+                   help="classes of the checkpoint's classifier, where nothing else says")
+    p.add_argument("--width-mult", type=float, default=None,
+                   help="as the checkpoint was built (default: the weights' config says)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="default: the weights' input size")
+    p.add_argument("--dataset-stats", action="store_true",
+                   help="normalise with the dataset's mean and std, not the weights'")
     p.add_argument("--freeze-features", action="store_true",
                    help="train the new classifier only")
     p.add_argument("--epochs", type=int, default=10)
@@ -63,13 +73,24 @@ def main(argv=None):
     ctx = get_context(args.gpus)
     name = "imagefolder:" + args.data
     info = dataset_info(name)
-    size = args.image_size or model_config(args.model)["input_size"]
-
-    net = get_model(args.model, classes=args.checkpoint_classes, width_mult=args.width_mult)
+    kwargs = {} if args.width_mult is None else {"width_mult": args.width_mult}
     if args.checkpoint:
-        load_parameters(net, args.checkpoint, ctx=ctx)  # every name and shape is checked
+        # The model, its arguments and preprocessing from the weights' config (or the run's
+        # config.json); every name and shape is checked.
+        net = load_model(args.checkpoint, model=args.model, ctx=ctx,
+                         classes=args.checkpoint_classes, **kwargs)
     else:
+        net = get_model(args.model or "attention92_cifar", **kwargs)
         net.initialize(mx.init.MSRAPrelu(), ctx=ctx)
+    cfg = net.pretrained_cfg
+    size = args.image_size or cfg.input_size
+    mean, std = info["mean"], info["std"]
+    if not cfg.is_default and not args.dataset_stats:
+        mean, std = cfg.normalization()  # the new data as the weights expect it
+    print("%s: %s px, mean %s, std %s" % (cfg.tag or cfg.file or cfg.model, size,
+                                          tuple(round(m, 4) for m in mean),
+                                          tuple(round(v, 4) for v in std)), flush=True)
+    arch = dict(cfg.arch, **kwargs)
     replace_classifier(net, info["classes"], ctx)
     if args.freeze_features:
         for param in net.features.collect_params().values():
@@ -77,9 +98,9 @@ def main(argv=None):
     net.hybridize(static_alloc=True)
 
     train_data = get_data_loader(name, True, args.batch_size, num_workers=args.num_workers,
-                                 image_size=size, last_batch="keep")
+                                 image_size=size, normalize=(mean, std), last_batch="keep")
     val_data = get_data_loader(name, False, args.batch_size, num_workers=args.num_workers,
-                               image_size=size)
+                               image_size=size, normalize=(mean, std))
     steps = args.epochs * len(train_data)
     trainer = gluon.Trainer(
         [p for p in net.collect_params().values() if p.grad_req != "null"], "nag",
@@ -89,8 +110,19 @@ def main(argv=None):
 
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "config.json"), "w") as f:
-        json.dump(dict(vars(args), model_kwargs={"width_mult": args.width_mult},
+        json.dump(dict(vars(args), model=cfg.model, model_kwargs=kwargs,
                        classes=info["classes"], dataset=name), f, indent=2)
+    train_dir = os.path.join(os.path.expanduser(args.data), "train")
+    synsets = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+    # What resattn.load_model reads back: the model, its arguments and the preprocessing of
+    # the validation images (the imagefolder dataset's shorter-side resize and centre crop).
+    weights_config = dict(
+        arch=dict(arch, classes=info["classes"]),
+        preprocessing=cfg.replace(input_size=size, scale=255.0, mean=mean, std=std,
+                                  crop_mode="center", crop_pct=0.875,
+                                  interpolation="bilinear").preprocessing(),
+        class_names=synsets,
+        provenance={"finetuned_from": args.checkpoint, "dataset": name})
     best = -1.0
     for epoch in range(args.epochs):
         tic, seen, total = time.time(), 0, 0.0
@@ -112,9 +144,8 @@ def main(argv=None):
             log.write(line + "\n")
         if val["top1"] > best:
             best = val["top1"]
-            save_parameters(net, os.path.join(args.out, "best.params"))
-    train_dir = os.path.join(os.path.expanduser(args.data), "train")
-    synsets = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+            save_weights(net, os.path.join(args.out, "best.params"), cfg.model,
+                         **weights_config)
     print("best val top-1 %.4f; %s holds the fine-tuned network (label i = class folder i "
           "in sorted order: %s)" % (best, os.path.join(args.out, "best.params"),
                                     ", ".join(synsets)))

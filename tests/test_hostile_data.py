@@ -8,6 +8,7 @@ Nothing here reaches the network.
 """
 import os
 import struct
+import time
 import warnings
 import zlib
 
@@ -19,7 +20,7 @@ import pytest
 from conftest import run_python
 from resattn import data
 from resattn.cli._base import exit_status
-from resattn.data import datasets
+from resattn.data import datasets, images
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -69,7 +70,7 @@ HOSTILE = {
     "._resource.jpg": ("not JPEG or PNG inside",
                        lambda p: p.write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)),
     "empty.jpg": ("empty", lambda p: p.write_bytes(b"")),
-    "bomb.png": ("larger than 268435456 pixels", lambda p: p.write_bytes(bomb_png())),
+    "bomb.png": ("larger than 89478485 pixels", lambda p: p.write_bytes(bomb_png())),
     "loop.png": ("not a regular file", lambda p: os.symlink("loop.png", str(p))),
     "dangling.jpg": ("not a regular file", lambda p: os.symlink("missing.jpg", str(p))),
     "foo.png": ("not a regular file", lambda p: p.mkdir()),
@@ -182,19 +183,27 @@ def test_hostile_image_folder_skips_bad_files_with_one_warning_line(hostile_fold
             assert x.shape == (3, 32, 32) and np.isfinite(x.asnumpy()).all()
 
 
-def test_decompression_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
-    """The 65-byte PNG claiming 100000 x 100000 pixels is never handed to a decoder."""
-    decoded = []
-    real = mx.image.imdecode
-    monkeypatch.setattr(mx.image, "imdecode", lambda buf, *a, **k: decoded.append(len(buf))
+@pytest.fixture
+def decoded(monkeypatch):
+    """The sizes of the buffers handed to OpenCV's decoder."""
+    sizes = []
+    real = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda buf, *a, **k: sizes.append(len(buf))
                         or real(buf, *a, **k))
+    return sizes
+
+
+def test_decompression_bomb_is_refused_from_its_header(tmp_path, monkeypatch, decoded):
+    """The 65-byte PNG claiming 100000 x 100000 pixels is never handed to a decoder."""
     bomb = bomb_png()
     assert len(bomb) == 65
     with pytest.raises(ValueError) as err:
         datasets._decode(bomb, "imagefolder: 'bomb.png'")
     assert _one_line_error(err.value).endswith(
-        "error: imagefolder: 'bomb.png' is not a usable image: larger than 268435456 pixels "
-        "(set RESATTN_MAX_IMAGE_PIXELS to allow more) (100000x100000); remove or replace it")
+        "error: imagefolder: 'bomb.png' is not a usable image: its header declares "
+        "100000x100000 = 10000000000 pixels, more than the limit of 89478485; it was not "
+        "decoded (pass max_pixels= to read_image or set RESATTN_MAX_IMAGE_PIXELS to allow "
+        "more)")
     assert decoded == []
     # The limit moves with the environment variable: 40x30 images are over 1000 pixels.
     root = _good_folder(tmp_path / "small")
@@ -210,10 +219,138 @@ def test_decompression_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
     monkeypatch.delenv("RESATTN_MAX_IMAGE_PIXELS")
     with pytest.warns(UserWarning, match=r"skipped 1 of 7 .*a/bomb.png \(100000x100000\)$"):
         assert len(data.get_dataset("imagefolder:%s" % root)) == 6
-    monkeypatch.setattr(datasets, "MAX_IMAGE_PIXELS", 1200)  # or the module's attribute
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 1200)  # or the module's attribute
     with pytest.warns(UserWarning, match=r"skipped 1 of 7 .*larger than 1200 pixels"):
         data.get_dataset("imagefolder:%s" % root)
     assert decoded == []
+
+
+# --------------------------------------------------------------------------- read_image
+
+def _max_rss_mb():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_read_image_refuses_a_30000_square_png_from_its_header(tmp_path, decoded):
+    """30000 x 30000 RGB would be 2.7 GB decoded: refused in well under a second, with
+    nothing handed to the decoder and no memory to speak of."""
+    path = tmp_path / "huge.png"
+    path.write_bytes(bomb_png(30000, 30000))  # IHDR, a tiny IDAT, IEND: 65 bytes
+    before = _max_rss_mb()
+    start = time.monotonic()
+    with pytest.raises(ValueError) as err:
+        images.read_image(path)
+    seconds = time.monotonic() - start
+    assert _one_line_error(err.value).endswith(
+        "error: %r is not a usable image: its header declares 30000x30000 = 900000000 pixels,"
+        " more than the limit of 89478485; it was not decoded (pass max_pixels= to read_image"
+        " or set RESATTN_MAX_IMAGE_PIXELS to allow more)" % str(path))
+    assert seconds < 1 and decoded == []
+    assert _max_rss_mb() - before < 50
+    # The image folder skips it, with the one warning of its listing.
+    root = _good_folder(tmp_path / "folder")
+    os.replace(path, root / "train" / "a" / "huge.png")
+    with pytest.warns(UserWarning, match=r"skipped 1 of 7 files .*: larger than 89478485 pixels"
+                                         r" \(set RESATTN_MAX_IMAGE_PIXELS to allow more\): "
+                                         r"a/huge.png \(30000x30000\)$"):
+        train = data.get_dataset("imagefolder:%s" % root, image_size=16)
+    assert len(train) == 6 and train[(0, 0)][0].shape == (3, 16, 16)
+    assert decoded and 65 not in decoded
+
+
+def _bmp_header(width, height):
+    return b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack(
+        "<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 0, 0, 0, 0)
+
+
+def _tiff_header(width, height):
+    entries = [(256, 4, 1, width), (257, 4, 1, height)]
+    return b"II*\0" + struct.pack("<IH", 8, len(entries)) + b"".join(
+        struct.pack("<HHII", *e) for e in entries) + b"\0\0\0\0"
+
+
+#: Headers claiming 50000 x 40000 pixels (2 gigapixels), in each format read_image sizes.
+BOMBS = {
+    "jpeg": b"\xff\xd8\xff\xc0\x00\x11\x08" + struct.pack(">HH", 40000, 50000)
+            + b"\x03" + b"\x00" * 9 + b"\xff\xda\x00\x08" + b"\x00" * 6 + b"\xff\xd9",
+    "bmp": _bmp_header(50000, -40000),  # negative: rows stored top-down
+    "gif": b"GIF89a" + struct.pack("<HHBBB", 50000, 40000, 0, 0, 0) + b";",
+    "webp": b"RIFF\x1e\x00\x00\x00WEBPVP8X\x0a\x00\x00\x00" + b"\x00" * 4
+            + (50000 - 1).to_bytes(3, "little") + (40000 - 1).to_bytes(3, "little"),
+    "tiff": _tiff_header(50000, 40000),
+    "pnm": b"P6\n# a comment\n50000 40000\n255\n",
+    "hdr": b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 40000 +X 50000\n",
+    "sun": b"\x59\xa6\x6a\x95" + struct.pack(">II", 50000, 40000) + b"\x00" * 20,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BOMBS))
+def test_read_image_sizes_every_format_before_decoding(tmp_path, kind, decoded):
+    path = tmp_path / ("bomb." + kind)
+    path.write_bytes(BOMBS[kind])
+    with pytest.raises(ValueError, match=r"its header declares 50000x40000 = 2000000000 pixels"):
+        images.read_image(path)
+    assert decoded == []
+
+
+def test_read_image_limit_argument_environment_and_constant(tmp_path, monkeypatch):
+    path = tmp_path / "small.png"
+    path.write_bytes(_encoded(".png", _image()))  # 40 x 30 = 1200 pixels
+    assert images.read_image(path, max_pixels=1200).shape == (30, 40, 3)
+    with pytest.raises(ValueError, match=r"1200 pixels, more than the limit of 1199;"):
+        images.read_image(path, max_pixels=1199)
+    monkeypatch.setenv("RESATTN_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(ValueError, match=r"more than the limit of 1000"):
+        images.read_image(path)
+    assert images.read_image(path, max_pixels=1200).shape == (30, 40, 3)  # the argument wins
+    monkeypatch.delenv("RESATTN_MAX_IMAGE_PIXELS")
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ValueError, match=r"more than the limit of 1000"):
+        images.read_image(path)
+    for bad in (0, -5, 1.5, True, "lots"):
+        with pytest.raises(ValueError, match="max_pixels must be a positive integer"):
+            images.read_image(path, max_pixels=bad)
+
+
+def test_read_image_decodes_as_the_loaders_did(tmp_path):
+    """RGB uint8 (H, W, 3) as MXNet's imdecode gave the image folder and cv2.imread
+    (IMREAD_COLOR, then BGR to RGB) the masks command: grey repeated, alpha dropped,
+    16 bits cut to their high byte."""
+    img = _image(3)
+    cases = {
+        "rgb.png": img, "rgb.jpg": img, "rgb.bmp": img, "rgb.webp": img, "rgb.tiff": img,
+        "rgb.ppm": img, "grey.png": img[:, :, 0], "grey.jpg": img[:, :, 0],
+        "rgba.png": np.dstack([img, img[:, :, :1]]),
+        "deep.png": (img.astype(np.uint16) * 257 + 3)[:, :, ::-1],
+    }
+    for name, pixels in cases.items():
+        path = tmp_path / name
+        assert cv2.imwrite(str(path), pixels), name
+        out = images.read_image(path)
+        assert out.dtype == np.uint8 and out.shape == (30, 40, 3) and out.flags.c_contiguous
+        assert np.array_equal(out, cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1]), name
+        if name.endswith((".png", ".jpg")):
+            ours = mx.image.imdecode(path.read_bytes(), 1).asnumpy()
+            assert np.array_equal(out, ours), name
+
+
+@pytest.mark.parametrize("make, shown", [
+    (lambda p: p.write_bytes(b""), r"is not a usable image: empty; remove or replace it"),
+    (lambda p: p.write_bytes(_encoded(".png", _image())[:1500]), r"truncated \(no IEND"),
+    (lambda p: p.write_bytes(_encoded(".jpg", _image())[:800]), r"truncated \(no end-of"),
+    (lambda p: p.write_text("not an image\n"), r"not PNG, JPEG, BMP, GIF, WebP, TIFF, PNM, "
+                                               r"Sun raster or Radiance HDR inside"),
+    (lambda p: None, r"^cannot read image '.*x.png' \(No such file or directory\)$"),
+    (lambda p: p.mkdir(), r"^cannot read image '.*x.png' \(a folder\)$"),
+    (lambda p: os.mkfifo(str(p)), r"^cannot read image '.*x.png' \(not a regular file\)$"),
+])
+def test_read_image_bad_files_are_one_line_value_errors(tmp_path, make, shown):
+    path = tmp_path / "x.png"
+    make(path)
+    with pytest.raises(ValueError, match=shown) as err:
+        images.read_image(str(path))
+    _one_line_error(err.value)
 
 
 def test_image_damaged_inside_or_changed_after_listing_is_a_value_error_naming_it(tmp_path):
@@ -227,16 +364,19 @@ def test_image_damaged_inside_or_changed_after_listing_is_a_value_error_naming_i
     with pytest.raises(ValueError) as err:
         list(loader)
     assert _one_line_error(err.value).startswith(
-        "resattn train: error: imagefolder: %r cannot be decoded (MXNetError: "
+        "resattn train: error: imagefolder: %r cannot be decoded (OpenCV could not decode it)"
         % str(root / "train" / "b" / "1.png"))
     val = data.get_dataset("imagefolder:%s" % root, train=False, image_size=16)
     (root / "val" / "a" / "1.png").write_text("replaced by text")
     (root / "val" / "b" / "0.png").unlink()
     with pytest.raises(ValueError, match=r"^imagefolder: '.*val/a/1.png' is not a usable image:"
-                                         r" not JPEG or PNG inside; remove or replace it$"):
+                                         r" not PNG, JPEG, BMP, GIF, WebP, TIFF, PNM, Sun "
+                                         r"raster or Radiance HDR inside; remove or replace "
+                                         r"it$"):
         val[1]
-    with pytest.raises(ValueError, match=r"^imagefolder: cannot read '.*val/b/0.png' \(No such "
-                                         r"file or directory\), listed when the dataset"):
+    with pytest.raises(ValueError, match=r"^imagefolder: cannot read image '.*val/b/0.png' "
+                                         r"\(No such file or directory\), listed when the "
+                                         r"dataset"):
         val[2]
 
 
@@ -300,10 +440,11 @@ def test_record_damaged_when_read_is_a_value_error_naming_it(tmp_path):
     writer.close()
     val = data.get_dataset("rec:%s" % tmp_path, train=False, image_size=16)
     assert len(val) == 2 and val.classes == 3
-    with pytest.raises(ValueError, match=r"^rec: record 0 of '.*val.rec' cannot be decoded"):
+    with pytest.raises(ValueError, match=r"^rec: record 0 of '.*val.rec' is not a usable "
+                                         r"image: not PNG, JPEG, "):
         val[0]
     with pytest.raises(ValueError, match=r"^rec: record 1 of '.*val.rec' is not a usable image:"
-                                         r" larger than 268435456 pixels"):
+                                         r" its header declares 100000x100000 = "):
         val[1]
     train = data.get_dataset("rec:%s" % tmp_path, image_size=16)
     assert train[(5, 0)][0].shape == (3, 16, 16)

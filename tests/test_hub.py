@@ -1,8 +1,11 @@
 """resattn.hub: the verified weight-file cache, against a loopback HTTP server."""
+import http.server
 import os
+import re
 import subprocess
 import sys
 import threading
+import time
 import warnings
 
 import pytest
@@ -124,7 +127,7 @@ def test_sidecar_skips_hashing_but_a_changed_file_is_hashed_again(server, cache,
 def test_cut_connection_is_resumed_with_range(server, cache, data):
     blob = server.add("/w.params", data)
     server.cut["/w.params"] = [50_000, 2]
-    path = hub.download(server.base + "/w.params", blob, progress=False, retries=1)
+    path = hub.download(server.base + "/w.params", blob, progress=False, retries=2)
     assert open(path, "rb").read() == data
     assert server.requests == [("/w.params", None, 200),
                                ("/w.params", "bytes=50000-", 206),
@@ -419,3 +422,279 @@ def test_warning_points_at_the_caller(server, cache, data):
         warnings.simplefilter("always")
         hub.download(server.base + "/w.params", blob, progress=False)
     assert [os.path.basename(w.filename) for w in caught] == ["test_hub.py"]
+
+
+# ------------------------------------------------------------- hostile servers
+
+
+class _Hostile(http.server.BaseHTTPRequestHandler):
+    """Answers no loopback.Site gives: an endless body, a trickle, HTML, a redirect loop."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.server.requests.append(self.path)
+        if self.path == "/loop.params":
+            self.send_response(302)
+            self.send_header("Location", "/loop.params")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        if self.path == "/page.params":
+            body = b"<html><body>Please log in</body></html>"
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_header("Content-Type", "application/octet-stream")
+        self.end_headers()  # no Content-Length: the body ends when the connection does
+        chunk, pause = (b"\0" * 65536, 0) if self.path == "/endless.params" else (b"x", 0.2)
+        try:
+            while not self.server.done.is_set():
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                self.server.sent[0] += len(chunk)
+                if pause:
+                    self.server.done.wait(pause)
+        except OSError:  # the client hung up
+            pass
+
+
+@pytest.fixture
+def hostile():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    httpd.daemon_threads = True
+    httpd.requests, httpd.sent, httpd.done = [], [0], threading.Event()
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    httpd.base = "http://127.0.0.1:%d" % httpd.server_address[1]
+    yield httpd
+    httpd.done.set()
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(2)
+
+
+def _one_line(err):
+    text = str(err)
+    assert text and "\n" not in text, text
+    return text
+
+
+def test_endless_body_is_cut_off_at_max_bytes(hostile, cache, monkeypatch):
+    written = []
+    real_remove = hub._remove
+
+    def remove(path):  # how long the .part had grown when it was deleted
+        if path.endswith(".part") and os.path.exists(path):
+            written.append(os.path.getsize(path))
+        real_remove(path)
+
+    monkeypatch.setattr(hub, "_remove", remove)
+    url = hostile.base + "/endless.params"
+    start = time.monotonic()
+    with pytest.raises(hub.DownloadError) as info:
+        hub.download(url, EMPTY_BLOB, progress=False, max_bytes=1_000_000)
+    seconds = time.monotonic() - start
+    message = _one_line(info.value)
+    assert "the server sent more than 1000000 bytes, the size of the file (max_bytes); the " \
+           "transfer was cut off; nothing was kept" in message
+    assert len(written) == 1 and written[0] <= 1_000_000, written
+    assert seconds < 5
+    assert leftovers(cache / "weights") == ["endless.params.lock"]  # the .part is gone
+    assert len(hostile.requests) == 1  # not retried
+    print("endless body: %d bytes written, refused after %.2f s" % (written[0], seconds))
+
+
+def test_announced_size_over_max_bytes_is_refused_before_the_body(server, cache, data):
+    blob = server.add("/w.params", data)
+    with pytest.raises(hub.DownloadError) as info:
+        hub.download(server.base + "/w.params", blob, progress=False, max_bytes=SIZE - 1)
+    assert "the server announced %d bytes, more than the %d the file has (max_bytes)" \
+        % (SIZE, SIZE - 1) in _one_line(info.value)
+    assert leftovers(cache / "weights") == ["w.params.lock"]
+    # A .part longer than the file is not part of it: deleted, the file fetched whole.
+    (cache / "weights" / "w.params.part").write_bytes(os.urandom(SIZE + 10))
+    path = hub.download(server.base + "/w.params", blob, progress=False, max_bytes=SIZE)
+    assert open(path, "rb").read() == data
+    assert server.ranges()[-1] is None
+
+
+def test_slow_body_fails_on_the_rate_limit(hostile, cache, monkeypatch):
+    monkeypatch.setenv("RESATTN_DOWNLOAD_MIN_RATE", "100")  # bytes a second ...
+    monkeypatch.setenv("RESATTN_DOWNLOAD_RATE_WINDOW", "0.5")  # ... over half a second
+    start = time.monotonic()
+    with pytest.raises(hub.DownloadError) as info:
+        hub.download(hostile.base + "/slow.params", EMPTY_BLOB, progress=False, retries=1)
+    seconds = time.monotonic() - start
+    message = _one_line(info.value)
+    assert "the transfer was slower than 100 bytes/s over 0.5 s (min_rate and rate_window, " \
+           "or $RESATTN_DOWNLOAD_MIN_RATE and $RESATTN_DOWNLOAD_RATE_WINDOW) (gave up after " \
+           "2 tries)" in message
+    assert len(hostile.requests) == 2  # tried again once, resuming what arrived
+    assert seconds < 3
+    print("slow body: refused after %.2f s" % seconds)
+
+
+def test_whole_download_has_a_time_bound(hostile, cache):
+    start = time.monotonic()
+    with pytest.raises(hub.DownloadError) as info:  # 5 bytes a second pass min_rate=1
+        hub.download(hostile.base + "/slow.params", EMPTY_BLOB, progress=False, min_rate=1,
+                     rate_window=0.3, max_time=0.8)
+    seconds = time.monotonic() - start
+    assert re.search(r"it took longer than 0\.8 s \(max_time, or \$RESATTN_DOWNLOAD_MAX_TIME\); "
+                     r"the \d bytes that arrived are kept in ", _one_line(info.value))
+    assert 0.7 < seconds < 2.5
+
+
+def test_retries_do_not_start_over_when_bytes_arrive(server, cache, data):
+    blob = server.add("/w.params", data)
+    server.cut["/w.params"] = [10_000, 10]  # each try brings 10 kB more, then hangs up
+    with pytest.raises(hub.DownloadError, match="gave up after 3 tries"):
+        hub.download(server.base + "/w.params", blob, progress=False, retries=2)
+    assert server.ranges() == [None, "bytes=10000-", "bytes=20000-"]
+
+
+@pytest.mark.parametrize("env, value, match", [
+    ("RESATTN_DOWNLOAD_MIN_RATE", "fast", r"\$RESATTN_DOWNLOAD_MIN_RATE must be a "
+                                          r"non-negative number .*'fast'"),
+    ("RESATTN_DOWNLOAD_RATE_WINDOW", "0", r"\$RESATTN_DOWNLOAD_RATE_WINDOW must be a positive"),
+    ("RESATTN_DOWNLOAD_MAX_TIME", "-1", r"\$RESATTN_DOWNLOAD_MAX_TIME must be a positive"),
+])
+def test_bad_limits_in_the_environment_are_named(cache, monkeypatch, env, value, match):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ValueError, match=match):
+        hub.download("http://127.0.0.1:9/w.params", EMPTY_BLOB, progress=False)
+    assert not os.path.exists(cache)
+
+
+def test_html_page_with_200_is_refused(hostile, cache):
+    with pytest.raises(hub.DownloadError) as info:
+        hub.download(hostile.base + "/page.params", EMPTY_BLOB, progress=False)
+    assert "the server answered with an HTML page (Content-Type text/html)" \
+        in _one_line(info.value)
+    assert leftovers(cache / "weights") == ["page.params.lock"]
+
+
+def test_redirect_loop_is_one_line(hostile, cache):
+    with pytest.raises(hub.DownloadError) as info:
+        hub.download(hostile.base + "/loop.params", EMPTY_BLOB, progress=False)
+    assert "HTTP error 302 (The HTTP server returned a redirect error that would lead to an " \
+           "infinite loop." in _one_line(info.value)
+    assert leftovers(cache / "weights") == ["loop.params.lock"]
+
+
+# ---------------------------------------------------------- links and wrong kinds
+
+
+def test_symlinked_part_is_refused_and_its_target_untouched(server, cache, data, tmp_path):
+    blob = server.add("/w.params", data)
+    weights = cache / "weights"
+    weights.mkdir(parents=True)
+    target = tmp_path / "precious.txt"
+    target.write_bytes(b"keep me")
+    (weights / "w.params.part").symlink_to(target)
+    (weights / "x.params.part").symlink_to(tmp_path / "made-by-nobody")  # dangling
+    for name in ("w.params", "x.params"):
+        with pytest.raises(ValueError) as info:
+            hub.download(server.base + "/w.params", blob, filename=name, progress=False)
+        assert _one_line(info.value).startswith(
+            "%s is a symbolic link, not the partial download the cache keeps there: remove "
+            "or rename it" % (weights / (name + ".part")))
+    assert target.read_bytes() == b"keep me"
+    assert not (tmp_path / "made-by-nobody").exists()
+    assert server.requests == []
+    # A hard link would be written through too: refused as well, before any request.
+    os.remove(weights / "w.params.part")
+    os.link(target, weights / "w.params.part")
+    with pytest.raises(ValueError, match="is a file with 2 names"):
+        hub.download(server.base + "/w.params", blob, progress=False)
+    assert target.read_bytes() == b"keep me"
+
+
+def test_symlinked_lock_is_refused_and_nothing_is_created(server, cache, data, tmp_path):
+    blob = server.add("/w.params", data)
+    (cache / "weights").mkdir(parents=True)
+    (cache / "weights" / "w.params.lock").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="w.params.lock is a symbolic link, not the lock file"):
+        hub.download(server.base + "/w.params", blob, progress=False)
+    assert not (tmp_path / "elsewhere").exists() and server.requests == []
+
+
+def test_cache_paths_of_the_wrong_kind_are_one_line(server, cache, data, tmp_path,
+                                                    monkeypatch):
+    blob = server.add("/w.params", data)
+    url = server.base + "/w.params"
+    # The file's place is a folder.
+    (cache / "weights" / "w.params").mkdir(parents=True)
+    with pytest.raises(ValueError) as info:
+        hub.download(url, blob, progress=False)
+    assert _one_line(info.value).startswith(
+        "%s is a folder, not the file the cache keeps there" % (cache / "weights" / "w.params"))
+    with pytest.raises(ValueError, match="is a folder, not the file"):
+        hub.is_cached("w.params", blob)
+    # The lock is a folder.
+    (cache / "weights" / "v.params.lock").mkdir()
+    with pytest.raises(ValueError) as info:
+        hub.download(url, blob, filename="v.params", progress=False)
+    assert _one_line(info.value).startswith(
+        "%s is a folder, not the lock file" % (cache / "weights" / "v.params.lock"))
+    # $RESATTN_HOME is a file.
+    home = tmp_path / "home-file"
+    home.write_text("not a folder")
+    monkeypatch.setenv("RESATTN_HOME", str(home))
+    for call in (lambda: hub.download(url, blob, progress=False),
+                 lambda: hub.is_cached("w.params", blob)):
+        with pytest.raises(ValueError) as info:
+            call()
+        assert _one_line(info.value) == (
+            "the cache folder %s cannot be made: %s ($RESATTN_HOME) is a file, not a folder; "
+            "set RESATTN_HOME (or root=) to a folder, or remove it" % (home / "weights", home))
+    assert home.read_text() == "not a folder" and server.requests == []
+
+
+# ------------------------------------------------------------ registered sizes
+
+
+def _saved_size(net, tmp_path):
+    import mxnet as mx
+    net.initialize()
+    net(mx.nd.zeros((1, 3, 32, 32)))  # the shapes are known after one forward
+    path = tmp_path / "seed.params"
+    net.save_parameters(str(path))
+    return os.path.getsize(path)
+
+
+def test_registered_sizes_are_those_the_reference_code_gives(tmp_path):
+    """The seed's files are save_parameters of the two namings (exact); the PyTorch one is
+    a legacy torch pickle: the largest of torch 0.3/0.4.0/0.4.1, Python 2 or 3, with
+    15-digit storage keys (heap addresses) is its bound."""
+    pytest.importorskip("mxnet")
+    from refimpl import seed_gluon
+    from resattn.models import weights as W
+    sizes = {"old": _saved_size(seed_gluon.ResidualAttentionModel_92_32input_update(),
+                                tmp_path),
+             "new": _saved_size(seed_gluon.ResidualAttentionModel_32input(
+                 additional_stage=True), tmp_path)}
+    entries = {w.tag: w for w in W.list_weights()}
+    for tag in ("seed-95.41", "seed-95.65", "seed-95.68", "seed-96.57"):
+        assert entries[tag].size == sizes["old"] == 48_994_898, tag
+    for tag in ("seed-96.65", "seed-96.98", "seed-97.00", "seed-97.14"):
+        assert entries[tag].size == sizes["new"] == 48_994_728, tag
+    pytest.importorskip("torch")
+    from refimpl import legacy_torch, pytorch_ref
+    state = pytorch_ref.ResidualAttentionModel_92_32input_update().state_dict()
+    bounds = []
+    for version in legacy_torch.TORCH_VERSIONS:
+        kept = {k: v for k, v in state.items()
+                if version == "0.4.1" or not k.endswith(".num_batches_tracked")}
+        keys = [str(10 ** 15 - 1 - i) for i in range(len(kept))]
+        for py2 in (True, False):
+            bounds.append(len(legacy_torch.legacy_bytes(
+                kept, py2=py2, torch_version=version, metadata=state._metadata, keys=keys)))
+    tensors = sum(v.numel() * v.element_size() for v in state.values())
+    assert entries["pytorch-95.4"].size == max(bounds) == 80_114_481
+    assert tensors < max(bounds) < tensors * 1.003  # tight: the pickles add 0.2%

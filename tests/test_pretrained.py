@@ -362,3 +362,36 @@ def test_a_gluoncv_imagenet_file_keeps_gluoncv_wiring(tmp_path):
     net = get_model("attention56", pretrained=out)
     assert net.variant == "gluoncv"
     assert rel_diff(net(x), ref(x)) < 1e-5
+
+
+def test_finetune_from_a_published_tag_applies_its_preprocessing(entry, tmp_path, capsys):
+    """`resattn train --finetune TAG` fetches the tag as `--pretrained` does, takes its
+    architecture, and normalises the new data as the weights expect (the seed's ImageNet
+    statistics, not the digits'); its run's weights then carry that preprocessing."""
+    out = tmp_path / "run"
+    argv = ["train", "--model", "attention92_cifar", "--dataset", "digits", "--finetune",
+            entry.tag, "--epochs", "1", "--subset", "32", "--batch-size", "16", "--out",
+            str(out), "--no-progress"]
+    assert _run(argv) == 0, capsys.readouterr().err
+    text = capsys.readouterr().out
+    assert "--finetune: preprocessing of the weights: 32 px, mean (0.485, 0.456, 0.406)" in text
+    net = resattn_load(str(out / "best.params"))
+    cfg = net.pretrained_cfg
+    assert cfg.mean == (0.485, 0.456, 0.406) and cfg.std == (0.229, 0.224, 0.225)
+    assert dict(cfg.arch)["width_mult"] == SMALL and dict(cfg.arch)["variant"] == "gluoncv"
+    # --dataset-stats keeps the dataset's own; a contradicting flag is refused.
+    assert _run(argv[:-2] + [str(tmp_path / "run2"), "--no-progress", "--dataset-stats"]) == 0
+    cfg2 = resattn_load(str(tmp_path / "run2" / "best.params")).pretrained_cfg
+    from resattn.data import dataset_info
+    assert cfg2.mean == tuple(dataset_info("digits")["mean"])
+    capsys.readouterr()
+    assert _run(argv[:-2] + [str(tmp_path / "run3"), "--width-mult", "0.5"]) == 2
+    assert "contradicts the weights of --finetune %s" % entry.tag in capsys.readouterr().err
+    # An unknown name says what it accepts.
+    assert _run(argv[:6] + ["nope-1.0"] + argv[7:]) == 2
+    assert "no such file, nor a published weights tag" in capsys.readouterr().err
+
+
+def resattn_load(path):
+    from resattn import load_model
+    return load_model(path)

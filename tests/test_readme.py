@@ -109,7 +109,7 @@ def folder(tmp_path_factory):
         entry = W.get_weights(tag)
         path = home / "weights" / ("%s-%s.resattn.params" % (entry.tag, entry.blob[:8]))
         save_weights(a92, str(path), entry.model, arch=entry.arch,
-                     preprocessing=entry.preprocessing(), class_names=entry.class_names,
+                     preprocessing=entry.pretrained_cfg.preprocessing(), class_names=entry.class_names,
                      provenance=entry.provenance())
         assert fetch_weights(tag) == str(path)
     # runs/demo/best.params, as `make demo` leaves it (a tiny network, with its config).

@@ -25,6 +25,13 @@ been checked, so an interrupted download (Ctrl-C, a crash, a cut connection)
 leaves at most ``.part`` and ``.lock`` files behind. To fill the cache by hand,
 save the file as ``<cache>/weights/<name>``: it is checked like a download.
 
+The cache writes only files it made: ``.part`` and ``.lock`` are opened with
+``O_NOFOLLOW`` (a new ``.part`` with ``O_EXCL``), so a symbolic link put there is
+refused, its target untouched; a path of the wrong kind (a folder where the file
+belongs, ``$RESATTN_HOME`` a file) is one ValueError line. A download is bounded
+in bytes (``max_bytes``, the file's size), in rate (``min_rate`` over
+``rate_window``) and in time (``max_time``), see :func:`download`.
+
 This module uses the standard library only and does not import MXNet.
 """
 import contextlib
@@ -535,7 +542,7 @@ def _fetch_once(url, part, name, progress, limits):
     have = st.st_size if st is not None else 0
     if limits.max_bytes is not None and have > limits.max_bytes:
         _remove(part)  # longer than the file: not a part of it
-        have = 0
+        st, have = None, 0
     headers = {"User-Agent": "resattn-hub"}
     if have:
         headers["Range"] = "bytes=%d-" % have

@@ -52,6 +52,7 @@ __getattr__, __dir__, __all__ = _attach(__name__, {
                   "dataset_spec", "dataset_info"],
     ".datasets": ["ImageDataset", "get_dataset"],
     ".config": ["resolve_data_config"],
+    ".images": ["read_image", "MAX_IMAGE_PIXELS"],
     ".transforms": ["Preprocess", "create_transform", "pad_crop", "random_flip", "cutout", "random_resized_crop",
                     "resize_short", "center_crop"],
     ".digits": ["digits_split"],

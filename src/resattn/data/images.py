@@ -419,11 +419,12 @@ def read_image(path, max_pixels=None):
     except OSError as err:
         raise _FileError("cannot read image %r (%s)" % (name, err.strerror or
                                                          type(err).__name__)) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise _FileError("cannot read image %r (%s)" % (name, kind))
     with open(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise _FileError("cannot read image %r (%s)" % (name, kind))
         try:
             buf = f.read()
         except OSError as err:

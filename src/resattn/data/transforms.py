@@ -170,6 +170,13 @@ class Preprocess:
                    tuple(round(float(v), 4) for v in self.mean),
                    tuple(round(float(v), 4) for v in self.std)))
 
+    def denormalize(self, x):
+        """Network inputs back to images for plotting: (3, H, W) or (N, 3, H, W) float32 to
+        (H, W, 3) or (N, H, W, 3) float32 in [0, 1]."""
+        x = np.asarray(x.asnumpy() if hasattr(x, "asnumpy") else x, np.float32)
+        x = np.moveaxis(x, -3, -1)
+        return np.clip(x * self.std + self.mean, 0, 1)
+
     def __call__(self, img, rng=None):
         img = _as_float_rgb(img)
         h, w = _hw(self.size)
@@ -268,7 +275,8 @@ def create_transform(input_size, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 
     if crop_mode not in CROP_MODES:
         raise ValueError("crop_mode must be one of %s, got %r" % (", ".join(CROP_MODES),
                                                                   crop_mode))
-    size = check_input_size(input_size, "create_transform", "input_size")
+    size = check_input_size(input_size, "create_transform", "input_size",
+                            "pass an int N or (H, W)")
     for name, values in (("mean", mean), ("std", std)):
         values = np.asarray(values, np.float64)
         if values.shape != (3,) or not np.all(np.isfinite(values)) \

@@ -145,10 +145,10 @@ def list_models(filter="", pretrained=False, exclude_filters=""):
     import fnmatch
 
     def patterns(value, what):
-        value = [value] if isinstance(value, str) else list(value or ())
-        if not all(isinstance(p, str) for p in value):
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
             raise ValueError("%s must be a pattern or a list of patterns, got %r" % (what, value))
-        return [p for p in value if p]
+        return [p for p in value or () if p]
 
     include, exclude = patterns(filter, "filter"), patterns(exclude_filters, "exclude_filters")
     names = [n for n in _with_zoo()

@@ -223,7 +223,12 @@ def _small(size):
 
 
 # ---------------------------------------------------------------------- validation
+_FIX = "fix the field, or move the config away to load the file without it"
+_RUN_FIX = "fix the field in config.json, or pass the model and its arguments yourself"
+
+
 def _fail(where, field, value, rule, fix=None):
+    fix = fix or _FIX
     shown = repr(value)
     if len(shown) > 60:
         shown = shown[:57] + "..."
@@ -239,7 +244,7 @@ def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def check_input_size(value, where, field):
+def check_input_size(value, where, field, fix=None):
     """``value`` as an int or an (H, W) tuple within :data:`resattn.io.MAX_INPUT_SIDE`."""
     from ..io import MAX_INPUT_SIDE
     rule = "it must be an integer N or a pair [H, W] of integers in [1, %d]" % MAX_INPUT_SIDE
@@ -248,9 +253,9 @@ def check_input_size(value, where, field):
     elif isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_is_int, value)):
         sides = tuple(value)
     else:
-        _fail(where, field, value, rule)
+        _fail(where, field, value, rule, fix)
     if not all(1 <= s <= MAX_INPUT_SIDE for s in sides):
-        _fail(where, field, value, rule)
+        _fail(where, field, value, rule, fix)
     return int(sides[0]) if len(sides) == 1 else tuple(int(s) for s in sides)
 
 
@@ -270,9 +275,6 @@ def _mapping(value, where, field, optional=True):
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         _fail(where, field, value, "it must be a JSON object with string keys")
     return value
-
-
-_FIX = "fix the field or move the config away (then pass the model and its preprocessing)"
 
 
 def check_weights_config(config, where="the weight config"):
@@ -378,7 +380,7 @@ def check_run_config(config, where="config.json"):
         ``config`` unchanged; a ValueError names a field of the wrong type.
     """
     if not isinstance(config, dict):
-        _fail(where, "the config", config, "it must be a JSON object")
+        _fail(where, "the config", config, "it must be a JSON object", _RUN_FIX)
     for key, kind in _RUN_FIELDS.items():
         value = config.get(key)
         if value is None:
@@ -386,7 +388,8 @@ def check_run_config(config, where="config.json"):
         ok = _is_int(value) and value >= 0 if kind is int else isinstance(value, kind)
         if not ok:
             _fail(where, key, value, "it must be %s" % {str: "a string", dict: "a JSON object",
-                                                        int: "an integer >= 0"}[kind])
+                                                        int: "an integer >= 0"}[kind],
+                  _RUN_FIX)
     if "image_size" in config and config["image_size"] is not None:
-        check_input_size(config["image_size"], where, "image_size")
+        check_input_size(config["image_size"], where, "image_size", _RUN_FIX)
     return config

@@ -72,6 +72,12 @@ class Weights:
         The entry ``pretrained=True`` picks for ``model``.
     note : str
         Anything else a user should know (training recipe, format).
+    size : int or None
+        The file's size in bytes, the ``max_bytes`` of its download: a server that
+        sends more is cut off. Exact for the seed's ``.params`` files (their size
+        follows from the parameter names and shapes of the commit's model code); for
+        ``pytorch-95.4`` an upper bound from its tensors (its pickle's length
+        depends on the storage keys, heap addresses). None: not known.
     """
     tag: str
     model: str
@@ -90,6 +96,7 @@ class Weights:
     measured: str
     default: bool = False
     note: str = ""
+    size: int = None
 
     @property
     def url(self):
@@ -183,13 +190,19 @@ _OLD = "6c48813 (ResidualAttentionModel_92_32input_update)"
 _NEW = "8574060 on (ResidualAttentionModel_32input(additional_stage=True))"
 
 
+#: Bytes of a ``save_parameters`` file of each naming: 750 float32 arrays, the same shapes,
+#: names 170 bytes longer in all at 6c48813 (tests/test_hub.py recomputes them).
+_SEED_SIZE = {_OLD: 48_994_898, _NEW: 48_994_728}
+
+
 def _seed(accuracy, commit, path, blob, recipe, code, default=False):
     return register_weights(Weights(
         tag="seed-%.2f" % accuracy, model="attention92_cifar",
         arch={"variant": "gluoncv", "classes": 10}, source="seed", input_size=32, scale=255.0,
         mean=_stats.IMAGENET[0], std=_stats.IMAGENET[1], class_names=CIFAR10_CLASSES,
         repo=_SEED, commit=commit, path=path, blob=blob, accuracy=accuracy,
-        measured=_MEASURED, default=default, note=_SEED_NOTE % (recipe, code)))
+        measured=_MEASURED, default=default, note=_SEED_NOTE % (recipe, code),
+        size=_SEED_SIZE[code]))
 
 
 _seed(95.41, "444d42422f19aaf9b88239736e0dbf9cf703d16e",
@@ -227,7 +240,8 @@ register_weights(Weights(
     measured="by the authors: CIFAR-10 test set, one 32x32 view each (README: 0.954)",
     note="PyTorch reference's ResidualAttentionModel_92_32input_update state_dict, a torch "
          "0.3/0.4 pickle written by Python 2 with CUDA storages; trained on pixels / 255 "
-         "without mean/std normalisation"))
+         "without mean/std normalisation",
+    size=80_114_481))
 
 
 #: Preprocessing of each implementation's CIFAR files: (mean, std) of images in [0, 1];
