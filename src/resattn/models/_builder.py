@@ -97,9 +97,8 @@ def fetch_weights(weights, root=None, progress=True, net=None, ctx=None):
             config = None  # corrupted: convert again
         if config and (config.get("provenance") or {}).get("blob") == entry.blob:
             return converted
-    kwargs = {"max_bytes": entry.size} if getattr(entry, "size", None) else {}
     raw = hub.download(entry.url, entry.blob, filename=entry.filename, root=root,
-                       progress=progress, **kwargs)
+                       progress=progress, max_bytes=entry.size)
     if net is None:
         net = _build(entry.model, dict(entry.arch))
     load_params(net, raw, entry.source, ctx=ctx)

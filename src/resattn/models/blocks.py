@@ -51,15 +51,40 @@ def _pool_kwargs(variant):
     return dict(kernel=(3, 3), stride=(2, 2), pad=(1, 1), pooling_convention="valid")
 
 
-def mask_pool_size(size, variant):
+def _max_pool(F, x, pool):
+    """Max-pooling of ``x`` with the ``F.Pooling`` arguments ``pool``, Caffe's way at pad 0.
+
+    At pad 0 with the ceil rule (``pooling_convention='full'``) Caffe pools any map
+    that is at least ``kernel - stride + 1`` pixels, clipping the windows that go past
+    its end: a 2-pixel map pools to 1 with a 3x3/2 window. MXNet computes the same
+    ceil rule and clipped windows but refuses a window larger than its input (a
+    2-pixel map), so the map is first extended by ``stride - 1`` copies of its last
+    row and column and pooled with the floor rule: the same output size, the same
+    windows, and the maximum of each is its clipped window's (the copies repeat values
+    the window holds already). At every size MXNet pools, the result is bit-identical
+    to ``pooling_convention='full'``, gradients included; the graph stays size-agnostic.
+    Other arguments (pad > 0, the floor rule) are ``F.Pooling`` as it is.
+    """
+    if pool.get("pooling_convention") == "full" and not any(pool.get("pad", (0, 0))):
+        extra = [s - 1 for s in pool["stride"]]
+        if any(extra):
+            x = F.pad(x, mode="edge", pad_width=(0, 0, 0, 0, 0, extra[0], 0, extra[1]))
+        pool = dict(pool, pooling_convention="valid")
+    return F.Pooling(x, pool_type="max", **pool)
+
+
+def mask_pool_size(size, variant, clipped=False):
     """Side of the map a 3x3/2 max-pooling of ``variant`` makes of a ``size`` map, or 0.
 
-    0 means the pooling cannot run: MXNet refuses a window larger than its
-    (padded) input, which the official pooling (pad 0) meets below 3 pixels.
-    Caffe itself would still pool a 2-pixel map to 1 by clipping the window.
+    0 means the pooling cannot run. The official pooling follows Caffe's ceil rule,
+    ``ceil((size - 3) / 2) + 1``, which gives a map down to 2 pixels (pooled to 1);
+    a plain MXNet pooling of these arguments (the ImageNet stem's ``nn.MaxPool2D``)
+    refuses a window larger than its input, so it needs 3 pixels: 2 gives 0 there
+    unless ``clipped``. The soft mask pools with ``clipped=True``, as Caffe does
+    (:func:`_max_pool`). The 'gluoncv' pooling (pad 1, floor rule) runs at any size.
     """
     if variant == "official":
-        return 0 if size < 3 else -(-(size - 3) // 2) + 1
+        return 0 if size < (2 if clipped else 3) else -(-(size - 3) // 2) + 1
     return 0 if size < 1 else (size - 1) // 2 + 1
 
 
@@ -523,7 +548,12 @@ class AttentionModule(HybridBlock):
 
     @property
     def min_size(self):
-        """Smallest side of an input map the soft mask can pool ``4 - stage`` times."""
+        """Smallest side of an input map the soft mask can pool ``4 - stage`` times.
+
+        ``2 ** (4 - stage)`` for the official pooling (Caffe's ceil rule halves a map
+        down to 2 pixels, pooled to 1: 16 -> 8 -> 4 -> 2 -> 1 at stage 0), 1 for the
+        'gluoncv' one.
+        """
         size = 1
         while not self._fits(size):
             size += 1
@@ -531,7 +561,7 @@ class AttentionModule(HybridBlock):
 
     def _fits(self, size):
         for _ in range(self.num_pools):
-            size = mask_pool_size(size, self.variant)
+            size = mask_pool_size(size, self.variant, clipped=True)
             if size == 0:
                 return False
         return True
@@ -564,7 +594,7 @@ class AttentionModule(HybridBlock):
             down = []
             feat = x
             for level in range(self.num_pools):
-                feat = F.Pooling(feat, pool_type="max", **self._pool)
+                feat = _max_pool(F, feat, self._pool)
                 feat = self.mask_down[level](feat)
                 down.append(feat)
             for level in reversed(range(self.num_pools - 1)):

@@ -4,7 +4,7 @@ import numpy as np
 from mxnet.gluon import nn
 from mxnet.gluon.nn import BatchNorm, HybridBlock
 
-from .. import _compat, _onednn
+from .. import _compat, _onednn, _threads
 from .choices import STEMS
 from .blocks import (ATTENTION_TYPES, AttentionModule, ResidualUnit, _check_choice, _check_int,
                      _pool_kwargs, _preactivation, mask_pool_size)
@@ -187,6 +187,7 @@ class ResidualAttentionNet(HybridBlock):
 
     def forward(self, x, *args):
         if isinstance(x, mx.nd.NDArray):
+            _threads.warn_once_if_unreached()  # MXNet imported first and out of reach
             self._check_input(x)
             if _compat.is_hybridized(self):
                 # A size-agnostic graph cannot dodge oneDNN's 1x1-convolution crash at
