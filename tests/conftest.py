@@ -66,3 +66,18 @@ def run_cli(argv):
         return main(argv)
     except SystemExit as exc:
         return exc.code
+
+
+def tiny_weights(path, class_names=None):
+    """A tiny Attention-56 (width / 16) of random weights saved at ``path`` with its weight
+    config (the model's default preprocessing); returns the network."""
+    import mxnet as mx
+
+    import resattn
+    from resattn.io import save_weights
+    net = resattn.get_model("attention56_cifar", width_mult=0.0625)
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros((1, 3, 32, 32)))
+    save_weights(net, str(path), "attention56_cifar", arch={"width_mult": 0.0625, "classes": 10},
+                 preprocessing=net.pretrained_cfg.preprocessing(), class_names=class_names)
+    return net

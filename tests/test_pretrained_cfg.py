@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import resattn
-from conftest import randomize_batchnorm
+from conftest import randomize_batchnorm, tiny_weights
 from resattn.cli import main
 from resattn.data import create_transform, read_image, resolve_data_config
 from resattn.models import PretrainedCfg, get_spec, list_models, load_model
@@ -248,13 +248,8 @@ def test_a_bare_file_needs_its_model(tmp_path):
 # ------------------------------------------------------------------ predict at scale
 def test_predict_batches_folders_and_machine_readable_names(tmp_path, capsys):
     cv2 = pytest.importorskip("cv2")
-    from resattn.io import save_weights
-    net = resattn.get_model("attention56_cifar", width_mult=0.0625)
-    net.initialize(mx.init.Xavier())
-    net(mx.nd.zeros((1, 3, 32, 32)))
     weights = str(tmp_path / "w.params")
-    save_weights(net, weights, "attention56_cifar", arch={"width_mult": 0.0625, "classes": 10},
-                 preprocessing=net.pretrained_cfg.preprocessing())
+    tiny_weights(weights)
     folder = tmp_path / "imgs"
     (folder / "sub").mkdir(parents=True)
     names = ["a,b.png", 'quote".png', "new\nline.png", "sub/z.jpg", "plain.png"]

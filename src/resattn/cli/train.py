@@ -241,6 +241,16 @@ def _print_health(history, classes):
                   % ("" if len(warned) == 1 else "s", ", ".join(map(str, warned))), flush=True)
 
 
+def _run_preprocessing(dataset, size, mean, std):
+    """The weight config's ``preprocessing`` of a run: what its evaluation images went
+    through (the dataset's style: resized, or resized and centre-cropped as on ImageNet)."""
+    from ..data import dataset_spec
+    center = dataset_spec(dataset).style == "imagenet"
+    return {"input_size": size, "scale": 255.0, "mean": list(mean), "std": list(std),
+            "crop_mode": "center" if center else "squash", "crop_pct": 224 / 256,
+            "interpolation": "bilinear"}
+
+
 def _finetune_source(args, kwargs):
     """``(path, PretrainedCfg or None, kwargs)`` of ``--finetune``: a tag is fetched (downloaded,
     verified, converted once); the weights' architecture fills the arguments not given, and
@@ -364,8 +374,7 @@ def _train(args):
         if args.image_size is not None:  # absent otherwise, as in 0.1's config.json
             extra["image_size"] = args.image_size
         weights = {"model": args.model, "arch": dict(kwargs, classes=info["classes"]),
-                   "preprocessing": {"input_size": size, "scale": 255.0, "mean": list(mean),
-                                     "std": list(std)},
+                   "preprocessing": _run_preprocessing(args.dataset, size, mean, std),
                    "class_names": info.get("class_names"),
                    "provenance": {"trained_by": "resattn train", "dataset": args.dataset,
                                   "seed": cfg.seed}}
