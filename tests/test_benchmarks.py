@@ -133,3 +133,32 @@ def test_profile_threads_compares_thread_counts_and_wait_policies(tmp_path):
                                                                          (1, "PASSIVE")}
     assert all(r["img_per_s"] > 0 for r in result["results"])
     assert "tiny" in table_rows(proc.stdout)
+
+
+def test_health_replay_scores_rules_on_finished_runs(tmp_path):
+    """Runs as training leaves them: a healthy one with an early spike, a failed one."""
+    def write(name, rows, warmup=1):
+        d = tmp_path / "runs" / name
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"epochs": len(rows),
+                                                   "warmup_epochs": warmup}))
+        (d / "metrics.jsonl").write_text("".join(json.dumps(dict(
+            epoch=i + 1, train_loss=t, val_loss=v, val_top1=a, time_s=1.0)) + "\n"
+            for i, (t, v, a) in enumerate(rows)))
+    write("healthy", [(2.3, 19.0, 0.10), (2.2, 2.0, 0.15), (1.0, 0.5, 0.8), (0.5, 0.3, 0.9),
+                      (0.4, 0.2, 0.95)])
+    write("failed", [(2.31, 2.3, 0.10)] * 5)
+    proc = run("health_replay.py", str(tmp_path / "runs"), "--grace", "0,2", "--persist", "1,2")
+    assert proc.stdout.startswith("machine: ")
+    assert "2 runs: 1 failed, 1 healthy" in proc.stdout
+    rows = {tuple(line.split()[:2]): line.split() for line in proc.stdout.splitlines()
+            if line.split()[:1] in (["0"], ["2"])}
+    assert rows[("0", "1")][2:4] == ["0.50", "1.00"]  # the spike warns: a false alarm
+    assert rows[("2", "2")][2:4] == ["1.00", "1.00"]  # grace and persistence: only the failure
+    assert "<- the library's rule" in proc.stdout
+
+
+def test_predict_memory_reports_both_peaks():
+    proc = run("predict_memory.py", "--images", "40")
+    assert proc.stdout.startswith("machine: ")
+    assert "difference:" in proc.stdout and "for 39 more images" in proc.stdout

@@ -51,21 +51,24 @@ def _pool_kwargs(variant):
     return dict(kernel=(3, 3), stride=(2, 2), pad=(1, 1), pooling_convention="valid")
 
 
-def _max_pool(F, x, pool):
-    """Max-pooling of ``x`` with the ``F.Pooling`` arguments ``pool``, Caffe's way at pad 0.
+def _max_pool(F, x, pool, clip=False):
+    """``F.Pooling(x, pool_type='max', **pool)``; with ``clip``, Caffe's pooling down to 2 pixels.
 
-    At pad 0 with the ceil rule (``pooling_convention='full'``) Caffe pools any map
-    that is at least ``kernel - stride + 1`` pixels, clipping the windows that go past
-    its end: a 2-pixel map pools to 1 with a 3x3/2 window. MXNet computes the same
-    ceil rule and clipped windows but refuses a window larger than its input (a
-    2-pixel map), so the map is first extended by ``stride - 1`` copies of its last
-    row and column and pooled with the floor rule: the same output size, the same
-    windows, and the maximum of each is its clipped window's (the copies repeat values
-    the window holds already). At every size MXNet pools, the result is bit-identical
-    to ``pooling_convention='full'``, gradients included; the graph stays size-agnostic.
-    Other arguments (pad > 0, the floor rule) are ``F.Pooling`` as it is.
+    At pad 0 with the ceil rule (``pooling_convention='full'``, the official pooling)
+    Caffe pools a map of 2 pixels too, to 1, clipping the 3x3/2 window to the map.
+    MXNet computes the same ceil rule and clips the last window of a larger map, but
+    refuses a window larger than its input. With ``clip`` the map is extended by
+    ``stride - 1`` copies of its last row and column and pooled with the floor rule:
+    the output size is the ceil rule's, the windows are the same, and each one's
+    maximum is its clipped window's (the copies repeat a value the window holds).
+    At every size MXNet pools, the result is bit-identical to the plain pooling,
+    gradients included, and the graph stays size-agnostic. The copy costs a pass
+    over the map, so the soft mask asks for it at its last pooling only, the one
+    pooling that can meet a 2-pixel map: before any other, the map pooled next
+    would be 1 pixel, where Caffe's rule gives nothing. Other arguments (pad > 0,
+    the floor rule) pool as they are.
     """
-    if pool.get("pooling_convention") == "full" and not any(pool.get("pad", (0, 0))):
+    if clip and pool.get("pooling_convention") == "full" and not any(pool.get("pad", (0, 0))):
         extra = [s - 1 for s in pool["stride"]]
         if any(extra):
             x = F.pad(x, mode="edge", pad_width=(0, 0, 0, 0, 0, extra[0], 0, extra[1]))
@@ -80,8 +83,8 @@ def mask_pool_size(size, variant, clipped=False):
     ``ceil((size - 3) / 2) + 1``, which gives a map down to 2 pixels (pooled to 1);
     a plain MXNet pooling of these arguments (the ImageNet stem's ``nn.MaxPool2D``)
     refuses a window larger than its input, so it needs 3 pixels: 2 gives 0 there
-    unless ``clipped``. The soft mask pools with ``clipped=True``, as Caffe does
-    (:func:`_max_pool`). The 'gluoncv' pooling (pad 1, floor rule) runs at any size.
+    unless ``clipped``. The soft mask pools as Caffe does (``clipped=True``,
+    :func:`_max_pool`). The 'gluoncv' pooling (pad 1, floor rule) runs at any size.
     """
     if variant == "official":
         return 0 if size < (2 if clipped else 3) else -(-(size - 3) // 2) + 1
@@ -594,7 +597,7 @@ class AttentionModule(HybridBlock):
             down = []
             feat = x
             for level in range(self.num_pools):
-                feat = _max_pool(F, feat, self._pool)
+                feat = _max_pool(F, feat, self._pool, clip=level == self.num_pools - 1)
                 feat = self.mask_down[level](feat)
                 down.append(feat)
             for level in reversed(range(self.num_pools - 1)):

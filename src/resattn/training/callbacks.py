@@ -15,7 +15,7 @@ from ..io import atomic_write, write_json
 from .checkpoint import save_checkpoint
 
 __all__ = ["Callback", "InterruptHandler", "ProgressBar", "HealthCheck", "MetricsLogger",
-           "Checkpointer", "CurvePlotter", "RunConfig", "default_callbacks", "run_health",
+           "Checkpointer", "CurvePlotter", "ConfigWriter", "RunConfig", "default_callbacks", "run_health",
            "near_chance", "write_metrics", "write_log"]
 
 
@@ -122,8 +122,10 @@ class ProgressBar(Callback):
         self._close()
 
 
-class RunConfig(Callback):
-    """``config.json``: the settings of the run, so that it can be repeated.
+class ConfigWriter(Callback):
+    """Writes ``config.json``: the settings of the run, so that it can be repeated.
+
+    A callback, not the settings themselves (those are :class:`~resattn.training.TrainConfig`).
 
     Parameters
     ----------
@@ -163,42 +165,73 @@ def near_chance(classes):
     return min(2 * chance, chance + 0.1 * (1 - chance))
 
 
-def run_health(history, classes, min_epochs=2):
+#: The rule of :class:`HealthCheck`, chosen from replayed seed studies (docs/training.md,
+#: "Runs that fail say so"; ``benchmarks/health_replay.py``): no warning before
+#: ``warm-up + GRACE_EPOCHS`` epochs, and a problem must hold ``PERSIST_EPOCHS`` epochs running.
+GRACE_EPOCHS, PERSIST_EPOCHS = 2, 2
+
+
+def _problems(history, classes):
+    """The rules at the last row of ``history``: ``{kind: text}``."""
+    row, problems = history[-1], {}
+    chance_loss, chance = math.log(max(classes, 2)), 1.0 / max(classes, 2)
+    if row["train_loss"] >= 0.9 * chance_loss and row["val_top1"] < near_chance(classes):
+        problems["stuck"] = ("training is stuck at chance after %d epochs: training loss %.3f "
+                             "(chance %.3f), test top-1 %.4f (chance %.2f)" % (
+                                 row["epoch"], row["train_loss"], chance_loss, row["val_top1"],
+                                 chance))
+    if not math.isfinite(row["val_loss"]) or row["val_loss"] > 3 * chance_loss:
+        problems["diverged"] = ("the evaluation loss diverges: %.4g (chance %.3f) at epoch %d, "
+                                "training loss %.3f" % (row["val_loss"], chance_loss,
+                                                        row["epoch"], row["train_loss"]))
+    best = max(history, key=lambda r: r["val_top1"])
+    if best["val_top1"] > 3 * chance and row["val_top1"] < 0.5 * best["val_top1"]:
+        problems["collapsed"] = ("test top-1 fell to %.4f at epoch %d from %.4f at epoch %d"
+                                 % (row["val_top1"], row["epoch"], best["val_top1"],
+                                    best["epoch"]))
+    return problems
+
+
+def run_health(history, classes, min_epochs=2, persist=1):
     """What is wrong with a run so far, judged from its epoch rows: a list of ``(kind, text)``.
 
     ``kind`` is one of :data:`HEALTH_ADVICE`'s keys, for the last row of ``history``:
 
-    - ``'stuck'``: from epoch ``min_epochs`` on, a training loss still within 10% of
-      chance (``ln(classes)``, the loss of a uniform guess) and a test top-1 below
-      :func:`near_chance`;
+    - ``'stuck'``: a training loss still within 10% of chance (``ln(classes)``, the loss
+      of a uniform guess) and a test top-1 below :func:`near_chance`;
     - ``'diverged'``: an evaluation loss above 3x chance while the network is
       evaluated in inference mode, which no network that guesses uniformly reaches;
     - ``'collapsed'``: a test top-1 below half the best so far, where the best was
       above three times chance.
 
-    The rules are the ones measured in ``docs/attention.md``: each of them marks every
-    failed run of the 10-seed study there and no run that did not fail.
+    Parameters
+    ----------
+    history : list of dict
+        Epoch rows (``epoch``, ``train_loss``, ``val_loss``, ``val_top1``).
+    classes : int
+    min_epochs : int
+        No problem is reported before this epoch (warm-up and the first epochs after it,
+        when BatchNorm's running statistics still lag), except a non-finite loss.
+    persist : int
+        A problem is reported only when it held at each of the last ``persist`` epochs.
+
+    Returns
+    -------
+    list of (str, str)
     """
     if not history:
         return []
-    row, problems = history[-1], []
-    chance_loss, chance = math.log(max(classes, 2)), 1.0 / max(classes, 2)
-    if (row["epoch"] >= min_epochs and row["train_loss"] >= 0.9 * chance_loss
-            and row["val_top1"] < near_chance(classes)):
-        problems.append(("stuck", "training is stuck at chance after %d epochs: training loss "
-                                  "%.3f (chance %.3f), test top-1 %.4f (chance %.2f)" % (
-                                      row["epoch"], row["train_loss"], chance_loss,
-                                      row["val_top1"], chance)))
-    if not math.isfinite(row["val_loss"]) or row["val_loss"] > 3 * chance_loss:
-        problems.append(("diverged", "the evaluation loss diverges: %.4g (chance %.3f) at epoch "
-                                     "%d, training loss %.3f" % (row["val_loss"], chance_loss,
-                                                                 row["epoch"], row["train_loss"])))
-    best = max(history, key=lambda r: r["val_top1"])
-    if best["val_top1"] > 3 * chance and row["val_top1"] < 0.5 * best["val_top1"]:
-        problems.append(("collapsed", "test top-1 fell to %.4f at epoch %d from %.4f at epoch %d"
-                                      % (row["val_top1"], row["epoch"], best["val_top1"],
-                                         best["epoch"])))
-    return problems
+    row = history[-1]
+    if not all(math.isfinite(row[k]) for k in ("train_loss", "val_loss")):
+        return list(_problems(history, classes).items()) or [
+            ("diverged", "the loss is not finite at epoch %d" % row["epoch"])]
+    if row["epoch"] < min_epochs or len(history) < persist:
+        return []
+    last = _problems(history, classes)
+    for back in range(1, persist):
+        earlier = _problems(history[:-back], classes)
+        last = {k: v for k, v in last.items() if k in earlier}
+    return list(last.items())
 
 
 class HealthCheck(Callback):
@@ -210,20 +243,35 @@ class HealthCheck(Callback):
     it). :attr:`problems` holds the last epoch's, and ``resattn train``'s
     summary names them.
 
+    The rule (:data:`GRACE_EPOCHS`, :data:`PERSIST_EPOCHS`) was chosen by replaying it on
+    finished runs, healthy and failed (docs/training.md gives its precision and recall).
+
     Parameters
     ----------
-    min_epochs : int, default 2
-        Epochs before a run may be called stuck (the first one may be warm-up).
+    min_epochs : int, optional
+        First epoch that may be judged; default the run's warm-up epochs plus
+        :data:`GRACE_EPOCHS`.
+    persist : int, default :data:`PERSIST_EPOCHS`
+        Epochs running a problem must hold before it is reported.
     verbose : bool, default True
         Print the warnings (the writer of a distributed job only).
     """
 
-    def __init__(self, min_epochs=2, verbose=True):
+    def __init__(self, min_epochs=None, persist=None, verbose=True):
         self.min_epochs, self.verbose = min_epochs, verbose
+        self.persist = PERSIST_EPOCHS if persist is None else persist
         self.problems = []
 
+    def first_epoch(self, trainer):
+        """The first epoch judged (``min_epochs``, or warm-up + :data:`GRACE_EPOCHS`)."""
+        if self.min_epochs is not None:
+            return self.min_epochs
+        config = getattr(trainer, "config", None)
+        return int(getattr(config, "warmup_epochs", 0) or 0) + GRACE_EPOCHS
+
     def on_epoch_end(self, trainer, row, improved):
-        found = run_health(trainer.state.history, trainer.classes, self.min_epochs)
+        found = run_health(trainer.state.history, trainer.classes, self.first_epoch(trainer),
+                           self.persist)
         self.problems = [(kind, "%s; %s" % (text, HEALTH_ADVICE[kind])) for kind, text in found]
         if self.problems:
             row["warnings"] = [text for _, text in self.problems]
@@ -351,7 +399,7 @@ def default_callbacks(out_dir, writer=True, progress=True, extra_config=None,
         callbacks.append(ProgressBar())
     callbacks.append(HealthCheck(verbose=writer))
     if writer:
-        callbacks += [RunConfig(out_dir, extra_config), MetricsLogger(out_dir),
+        callbacks += [ConfigWriter(out_dir, extra_config), MetricsLogger(out_dir),
                       Checkpointer(out_dir, weights_config=weights_config),
                       CurvePlotter(out_dir)]
     else:

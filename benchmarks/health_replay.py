@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""How right are the health warnings? Replay the rule on finished runs, healthy and failed.
+
+Reads every run under the given folders (``metrics.jsonl`` and ``config.json``, as
+``resattn train`` and ``benchmarks/seed_study.py`` leave them), judges each run by how it
+ended (``seed_study.verdict``: failed = final test top-1 below ``near_chance`` or a
+training loss still within 10% of chance; a run stopped by a non-finite loss is failed
+too), then replays :func:`resattn.training.run_health` epoch by epoch for each rule in a
+grid of ``grace`` (epochs after warm-up before anything is judged) and ``persist``
+(epochs running a problem must hold). For each rule it prints:
+
+- precision: of the runs that got a warning, the share that ended failed;
+- recall: of the runs that ended failed, the share warned before their last epoch;
+- the epoch of the first warning in failed runs.
+
+Usage::
+
+    python benchmarks/health_replay.py runs/health15 runs/health9
+"""
+import argparse
+import glob
+import json
+import math
+import os
+import sys
+
+from _common import describe_machine
+from resattn.training.callbacks import GRACE_EPOCHS, PERSIST_EPOCHS, run_health
+from seed_study import read_rows, verdict
+
+
+def load_runs(folders, classes):
+    """``[(name, rows, warmup, failed)]`` of every finished or stopped run under ``folders``."""
+    runs = []
+    for folder in folders:
+        for path in sorted(glob.glob(os.path.join(folder, "**", "metrics.jsonl"),
+                                     recursive=True)):
+            run = os.path.dirname(path)
+            rows = read_rows(run)
+            if not rows:
+                continue
+            with open(os.path.join(run, "config.json")) as f:
+                config = json.load(f)
+            epochs, warmup = config.get("epochs", len(rows)), config.get("warmup_epochs", 0)
+            status, _ = verdict(rows, classes, epochs)
+            last = rows[-1]
+            if status == "incomplete":
+                if math.isfinite(last["train_loss"]) and math.isfinite(last["val_loss"]) \
+                        and not os.path.exists(os.path.join(run, "last.params")):
+                    continue  # still running
+                status = "failed"  # stopped early by a non-finite loss, or never recovered
+            runs.append((os.path.relpath(run), rows, warmup, status == "failed"))
+    return runs
+
+
+def replay(runs, classes, grace, persist):
+    """``(precision, recall, first-warning epochs of failed runs, false alarms)``."""
+    warned, first = {}, {}
+    for name, rows, warmup, _ in runs:
+        for end in range(1, len(rows)):  # before the last epoch: a warning, not the verdict
+            if run_health(rows[:end], classes, warmup + grace, persist):
+                warned[name] = True
+                first[name] = rows[end - 1]["epoch"]
+                break
+    failed = {name for name, _, _, bad in runs if bad}
+    hits = [n for n in warned if n in failed]
+    precision = len(hits) / len(warned) if warned else float("nan")
+    recall = len([n for n in failed if n in warned]) / len(failed) if failed else float("nan")
+    return precision, recall, sorted(first[n] for n in hits), sorted(set(warned) - failed)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folders", nargs="+", help="folders of runs (searched recursively)")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--grace", default="0,1,2,3,4", help="grace epochs to try")
+    p.add_argument("--persist", default="1,2,3", help="persistence epochs to try")
+    args = p.parse_args(argv)
+    print(describe_machine())
+    runs = load_runs(args.folders, args.classes)
+    failed = sum(1 for r in runs if r[3])
+    print("%d runs: %d failed, %d healthy" % (len(runs), failed, len(runs) - failed))
+    for name, rows, warmup, bad in runs:
+        print("  %-40s %s after %d epochs (warm-up %d), final top-1 %.4f" % (
+            name, "FAILED" if bad else "healthy", len(rows), warmup, rows[-1]["val_top1"]))
+    print("\n%5s %7s %9s %6s  %-24s %s" % ("grace", "persist", "precision", "recall",
+                                           "first warning (failed)", "false alarms"))
+    for grace in map(int, args.grace.split(",")):
+        for persist in map(int, args.persist.split(",")):
+            precision, recall, first, false = replay(runs, args.classes, grace, persist)
+            mark = " <- the library's rule" if (grace, persist) == (GRACE_EPOCHS,
+                                                                    PERSIST_EPOCHS) else ""
+            print("%5d %7d %9.2f %6.2f  %-24s %d%s" % (grace, persist, precision, recall,
+                                                      ",".join(map(str, first)) or "-",
+                                                      len(false), mark))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
