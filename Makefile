@@ -36,7 +36,7 @@ demo: install
 # options: `make test PYTEST_ARGS='-n 0'` runs in one process, `-k NAME` picks tests.
 PYTEST_ARGS ?=
 test: install-test
-	$(BIN)/python -m pytest -q -n auto --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs -n auto --dist loadfile $(PYTEST_ARGS)
 
 # HTML documentation, warnings as errors, into docs/_build/html.
 docs: $(VENV)/.install-docs

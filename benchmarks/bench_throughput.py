@@ -23,7 +23,8 @@ process started with its own environment:
 * ``user``: as a user has it. The environment without its OpenMP, KMP,
   MKL/OpenBLAS thread and MXNet thread variables, so each library picks its
   own default: ``import resattn`` sets ``OMP_NUM_THREADS`` to the physical
-  cores (it does so before MXNet starts), GluonCV gets MXNet's default of
+  cores (it does so before MXNet starts; ``resattn-mxnet-first`` imports MXNet
+  first, and resattn reaches the running MXNet), GluonCV gets MXNet's default of
   half the logical CPUs, PyTorch and the ONNX engines their own defaults.
 * ``tuned``: the same environment with ``OMP_NUM_THREADS`` = physical cores
   before any library is imported (and that many threads passed to the ONNX
@@ -59,8 +60,8 @@ from _common import WORKLOADS, describe_machine, mxnet_step
 #: Thread settings, in the order they run (see the module docstring).
 SETTINGS = ("user", "tuned")
 #: (implementation, mode) pairs, in the order of the table.
-ALL_CASES = ("resattn:train", "gluoncv:train", "pytorch:train",
-             "resattn:infer", "gluoncv:infer", "pytorch:infer",
+ALL_CASES = ("resattn:train", "resattn-mxnet-first:train", "gluoncv:train", "pytorch:train",
+             "resattn:infer", "resattn-mxnet-first:infer", "gluoncv:infer", "pytorch:infer",
              "resattn-fused:infer", "resattn-int8:infer", "resattn-bf16:infer",
              "gluoncv-fused:infer", "onnxruntime:infer", "openvino:infer")
 #: The ONNX engines, each the package it needs.
@@ -409,11 +410,16 @@ def _mxnet_step(spec, info):
     """Build one MXNet case in this (worker) process and return its step function."""
     impl, mode = spec["name"].split(":")
     # The import order a user's script has: resattn first (it sets OMP_NUM_THREADS
-    # where unset, before MXNet starts), GluonCV's users import MXNet through GluonCV.
+    # where unset, before MXNet starts), GluonCV's users import MXNet through GluonCV;
+    # 'resattn-mxnet-first' imports MXNet before resattn, as the README's first snippet
+    # and GluonCV scripts do (resattn then reaches the running MXNet).
     if impl.startswith("gluoncv"):
         import mxnet as mx
         from resattn._compat import import_gluoncv
         gluoncv = import_gluoncv()
+    elif impl == "resattn-mxnet-first":
+        import mxnet as mx
+        import resattn  # noqa: F401
     else:
         import resattn  # noqa: F401
         import mxnet as mx

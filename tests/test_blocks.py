@@ -88,12 +88,12 @@ def _pooling_count(block):
 
 @pytest.mark.parametrize("stage", range(5))
 @pytest.mark.parametrize("variant", ["official", "gluoncv"])
-@pytest.mark.parametrize("size", [(33, 27), (7, 12), (1, 3)])
+@pytest.mark.parametrize("size", [(33, 27), (7, 12), (1, 3), (16, 8), (4, 2)])
 def test_attention_module_keeps_odd_non_square_shapes(stage, variant, size):
     module = AttentionModule(8, stage, variant=variant)
     x = mx.nd.random.normal(shape=(2, 8) + size)
     if min(size) < module.min_size:
-        # The official pooling (pad 0, Caffe's ceil rule) needs 3 pixels at each pooling.
+        # The official pooling (pad 0, Caffe's ceil rule) needs 2 pixels at each pooling.
         assert variant == "official" and stage < 4
         module.initialize()
         with pytest.raises(ValueError, match="smallest usable map is %d" % module.min_size):
@@ -257,10 +257,15 @@ def test_network_rejects_bad_input_early(x, fragment, hybrid):
 def test_network_accepts_any_size_down_to_one_pixel():
     net = _tiny_net(variant="gluoncv")
     assert net(mx.nd.zeros((1, 3, 1, 1))).shape == (1, 3)
-    # The official (Caffe) pooling needs 3 pixels at each pooling: 6 -> 3 -> 1.
+    # The official (Caffe) pooling needs 2 pixels at each pooling: 4 -> 2 -> 1.
     official = _tiny_net()
-    assert official.min_input_size == 6
-    assert official(mx.nd.zeros((1, 3, 6, 6))).shape == (1, 3)
+    assert official.min_input_size == 4
+    assert official(mx.nd.zeros((1, 3, 4, 4))).shape == (1, 3)
+    official.hybridize()
+    assert official(mx.nd.zeros((1, 3, 4, 5))).shape == (1, 3)
+    with pytest.raises(ValueError, match="3x4 input is too small .* smallest usable input "
+                                         "is 4x4"):
+        official(mx.nd.zeros((1, 3, 3, 4)))
 
 
 def test_attention_none_is_plain_network_of_same_depth():

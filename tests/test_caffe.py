@@ -13,10 +13,11 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from caffe_ref import REF_DIR, CaffeNet, max_pool
+from caffe_ref import REF_DIR, CaffeNet, _pool_out, max_pool
 from conftest import rel_diff
 from resattn import get_model, model_config
-from resattn.models.blocks import AttentionModule, _PostActBottleneck, _PreActBottleneck
+from resattn.models.blocks import (MAX_STAGE, AttentionModule, _max_pool, _pool_kwargs,
+                                   _PostActBottleneck, _PreActBottleneck, mask_pool_size)
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir(REF_DIR),
@@ -123,6 +124,12 @@ def _load_blobs(net, caffe, blobs):
     """Assign every Caffe blob to its resattn parameter; return the module names."""
     mapper = _Mapper(caffe)
     names = mapper.network(net)
+    _assign(net, mapper, blobs)
+    return names
+
+
+def _assign(net, mapper, blobs):
+    """Set every parameter of ``net`` from the Caffe blob ``mapper`` pairs it with."""
     used = [name for _, name in mapper.pairs]
     assert len(used) == len(set(used)), "a Caffe layer mapped twice"
     left = sorted(set(blobs) - set(used))
@@ -149,7 +156,6 @@ def _load_blobs(net, caffe, blobs):
     every = {p.name for p in net.collect_params().values()}
     assert assigned == every, "resattn parameters without a Caffe blob: %s" % sorted(
         every - assigned)[:10]
-    return names
 
 
 def _module_outputs(net, x):
@@ -275,8 +281,9 @@ def test_attentionnext_files_of_0_1_are_refused_with_the_reason():
     assert rel_diff(out, expected["attentionnext56"]) < 1e-5
 
 
-@pytest.mark.parametrize("name, smallest", [("attention56", 47), ("attention92", 47),
-                                            ("attention92_cifar_paper", 6)])
+@pytest.mark.parametrize("name, smallest", [("attention56", 31), ("attention92", 31),
+                                            ("attentionnext56", 31),
+                                            ("attention92_cifar_paper", 4)])
 def test_too_small_inputs_name_the_smallest_usable_one(name, smallest):
     net = get_model(name, width_mult=0.0625)
     net.initialize()
@@ -294,10 +301,233 @@ def test_too_small_inputs_name_the_smallest_usable_one(name, smallest):
 
 
 def test_a_module_names_the_smallest_map_its_mask_can_pool():
-    module = AttentionModule(16, stage=1)  # 3 poolings, each needs 3 pixels at least
+    module = AttentionModule(16, stage=1)  # 3 poolings, each needs 2 pixels at least
     module.initialize()
-    assert module.min_size == 12  # 12 -> 6 -> 3 -> 1; 11 -> 5 -> 2 -> refused
-    module(mx.nd.zeros((1, 16, 12, 12)))
-    with pytest.raises(ValueError, match=r"11x12 map is too small .* smallest usable map "
-                                         r"is 12x12"):
-        module(mx.nd.zeros((1, 16, 11, 12)))
+    assert module.min_size == 8  # 8 -> 4 -> 2 -> 1; 7 -> 3 -> 1 -> nothing
+    module(mx.nd.zeros((1, 16, 8, 8)))
+    with pytest.raises(ValueError, match=r"7x8 map is too small .* smallest usable map "
+                                         r"is 8x8"):
+        module(mx.nd.zeros((1, 16, 7, 8)))
+
+
+# The smallest maps. Caffe pools down to 2 pixels (ceil((2 - 3) / 2) + 1 = 1, the window
+# clipped to the map), so a mask of n poolings runs from 2**n pixels on: 16 -> 8 -> 4 -> 2
+# -> 1 at stage 0, 8 -> 4 -> 2 -> 1 at stage 1. The prototxts hold modules of 3, 2 and 1
+# poolings (AttentionA, B, C); _module_prototxt writes the authors' scheme for any number,
+# and is checked to write their own modules exactly.
+
+def _module_prototxt(m, inp, channels, pools, input_dim=None):
+    """Deploy text of a pre-activation attention module (p=1, t=2, r=1) of ``pools``
+    poolings in the prototxts' scheme and names: ``m`` reads blob ``inp`` (its BN-ReLU,
+    ``inp/bn``, included) and ends in the Eltwise ``m``."""
+    out = []
+
+    def layer(name, kind, bottoms, top=None, **groups):
+        body = ["\tname: %r" % name, "\ttype: %r" % kind]
+        body += ["\tbottom: %r" % b for b in bottoms] + ["\ttop: %r" % (top or name)]
+        for group, fields in groups.items():
+            body.append("\t%s {" % group)
+            body += ["\t\t%s: %s" % (k, str(v).lower() if isinstance(v, bool) else v)
+                     for k, v in fields.items()]
+            body.append("\t}")
+        out.append("layer{\n%s\n}\n" % "\n".join(body).replace("'", '"'))
+        return top or name
+
+    def bn(blob):
+        layer(blob + "/bn", "BN", [blob], bn_param={"frozen": True})
+        return layer(blob + "/bn/relu", "ReLU", [blob + "/bn"], blob + "/bn")
+
+    def conv(name, bottom, num_output, kernel):
+        return layer(name, "Convolution", [bottom], convolution_param=dict(
+            num_output=num_output, pad=kernel // 2, kernel_size=kernel, stride=1,
+            bias_term=False))
+
+    def unit(prefix, blob, activated=None):
+        b = prefix + "/branch1/"
+        y = conv(b + "conv1_1x1", activated or bn(blob), channels // 4, 1)
+        y = conv(b + "conv2_3x3", bn(y), channels // 4, 3)
+        y = conv(b + "conv3_1x1", bn(y), channels, 1)
+        return layer(prefix, "Eltwise", [y, blob], eltwise_param={"operation": "SUM"})
+
+    res1 = unit(m + "/trunk/res1", inp)
+    trunk = unit(m + "/trunk/res3", unit(m + "/trunk/res2", res1))
+    down, feat = [], res1
+    for level in range(1, pools + 1):
+        d = "%s/mask/down_sample/" % m
+        feat = layer(d + "pool%d_3x3_s2" % level, "Pooling", [feat], pooling_param=dict(
+            pool="MAX", kernel_size=3, stride=2))
+        feat = unit(d + "res%d_1" % level, feat)
+        if level == pools:
+            feat = unit(d + "res%d_2" % level, feat)
+        down.append(feat)
+    for level in range(pools - 1, 0, -1):
+        up = layer("%s/mask/up_sample/interp_%d" % (m, level + 1), "Interp",
+                   [feat, down[level - 1]])
+        skip = unit("%s/mask/skip/res%d" % (m, level), down[level - 1])
+        feat = layer("%s/mask/up_sample%d" % (m, level), "Eltwise", [skip, up],
+                     eltwise_param={"operation": "SUM"})
+        feat = unit("%s/mask/up_sample/res%d_1" % (m, level), feat)
+    feat = layer("%s/mask/up_sample/interp_1" % m, "Interp", [feat, trunk])
+    feat = conv(m + "/mask/linear_1", bn(feat), channels, 1)
+    feat = conv(m + "/mask/linear_2", bn(feat), channels, 1)
+    mask = layer(m + "/mask", "Sigmoid", [feat])
+    res = layer(m + "_residual", "Eltwise", [trunk, mask], eltwise_param={"operation": "PROD"})
+    fusion = layer(m + "/fusion", "Eltwise", [res, trunk], eltwise_param={"operation": "SUM"})
+    unit(m, fusion)
+    head = ""
+    if input_dim is not None:
+        head = 'name: "%s"\ninput: "%s"\n%s\n' % (m, inp, "\n".join(
+            "input_dim: %d" % d for d in input_dim))
+    return head + "\n".join(out)
+
+
+def _canonical(layer):
+    import json
+    return json.dumps(layer.msg, sort_keys=True)
+
+
+@pytest.mark.parametrize("m, inp, channels, pools", [
+    ("AttentionA_1", "pre_res_1", 256, 3), ("AttentionB_1", "pre_res_2", 512, 2),
+    ("AttentionC_1", "pre_res_3", 1024, 1)])
+def test_module_prototxt_writes_the_authors_modules(m, inp, channels, pools):
+    """The generator below is the authors' scheme: it writes Attention-56's three kinds of
+    module layer for layer (names, bottoms, tops, every parameter)."""
+    authors = [layer for layer in _caffe("attention56").layers
+               if layer.name in (inp + "/bn", inp + "/bn/relu", m, m + "_residual")
+               or (layer.name.startswith(m + "/") and layer.name not in (m + "/bn",
+                                                                          m + "/bn/relu"))]
+    text = "".join(_module_prototxt(m, inp, channels, pools))
+    ours = CaffeNet('input: "%s"\n' % inp + text).layers
+    assert sorted(map(_canonical, ours)) == sorted(map(_canonical, authors))
+    assert len(ours) == len(authors) > 100
+
+
+def _caffe_module(stage, shape, seed=0):
+    """(the Caffe module of ``4 - stage`` poolings on ``shape``, its calibrated blobs)."""
+    caffe = CaffeNet(_module_prototxt("AttentionA_1", "data", shape[1], MAX_STAGE - stage,
+                                      input_dim=shape))
+    rng = np.random.RandomState(seed)
+    blobs = caffe.random_blobs(rng)
+    caffe.calibrate(rng.uniform(-1, 1, shape), blobs, rng)
+    return caffe, blobs
+
+
+def _official_module(stage, caffe, blobs, shape):
+    module = AttentionModule(shape[1], stage=stage)
+    module.initialize()
+    module(mx.nd.zeros((1,) + tuple(shape[1:2]) + (16, 16)))  # BatchNorm widths
+    module.cast("float64")
+    mapper = _Mapper(caffe)
+    mapper.module(module, "AttentionA_1")
+    _assign(module, mapper, blobs)
+    return module
+
+
+@pytest.mark.parametrize("stage, size", [
+    (1, (8, 8)), (0, (16, 16)), (2, (4, 4)), (3, (2, 2)),  # the smallest map of each stage
+    (1, (8, 13)), (0, (17, 16)), (2, (5, 4)), (3, (2, 7)),  # one side at its smallest
+    (1, (15, 12)), (0, (23, 19))])  # maps where the last pooling clips a 3-pixel map
+def test_official_module_computes_caffe_down_to_its_smallest_map(stage, size):
+    shape = (2, 16) + size
+    caffe, blobs = _caffe_module(stage, shape)
+    module = _official_module(stage, caffe, blobs, shape)
+    assert module.min_size == 2 ** (MAX_STAGE - stage) <= min(size)
+    x = np.random.RandomState(1).uniform(-1, 1, shape)
+    ref = caffe.forward(x, blobs)["output"]
+    assert ref.shape == shape
+    out = module(mx.nd.array(x, dtype="float64"))
+    assert rel_diff(out, ref) < TOL
+    module.hybridize()
+    assert rel_diff(module(mx.nd.array(x, dtype="float64")), ref) < TOL
+
+
+@pytest.mark.parametrize("stage, smallest", [(0, 16), (1, 8), (2, 4), (3, 2)])
+def test_a_map_below_the_smallest_is_refused_naming_it(stage, smallest):
+    module = AttentionModule(16, stage=stage)
+    module.initialize()
+    assert module.min_size == smallest
+    for hybrid in (False, True):
+        module.hybridize(hybrid)
+        assert module(mx.nd.zeros((1, 16, smallest, smallest + 1))).shape[2] == smallest
+        with pytest.raises(ValueError, match=r"%dx%d map is too small .* smallest usable map "
+                                             r"is %dx%d" % (smallest + 1, smallest - 1,
+                                                            smallest, smallest)):
+            module(mx.nd.zeros((1, 16, smallest + 1, smallest - 1)))
+    # Caffe's own rule says the same: one pixel less and the chain reaches an empty map.
+    size = smallest - 1
+    for _ in range(MAX_STAGE - stage):
+        size = _pool_out(size, 3, 2, 0)
+    assert size == 0
+
+
+@pytest.mark.parametrize("size", [(31, 31), (31, 44)])
+def test_official_networks_compute_the_prototxt_at_the_smallest_input(pair, size):
+    """31 pixels, the smallest input of the ImageNet models: the stages see 8, 4 and 2
+    pixels, each mask's last pooling a 2-pixel map. Every module is the prototxt's (the
+    authors' 7x7 average pooling needs a 7-pixel map, so the comparison stops there)."""
+    name, caffe, blobs, net, modules = pair
+    assert net.min_input_size == 31
+    x = np.random.RandomState(31).uniform(-1, 1, (1, 3) + size)
+    last = max(i for i, layer in enumerate(caffe.layers) if modules[-1] in layer.tops)
+    upto = CaffeNet.__new__(CaffeNet)
+    upto.__dict__.update(caffe.__dict__, layers=caffe.layers[:last + 1])
+    ref = upto.forward(x, blobs, keep=modules)
+    assert ref[modules[-1]].shape[2:] == (2, -(-size[1] // 16))
+    logits, outs = _module_outputs(net, x)
+    for module, out in zip(modules, outs):
+        assert out.shape == ref[module].shape, module
+        assert rel_diff(out, ref[module]) < TOL, module
+    net.hybridize()
+    try:
+        assert rel_diff(net(mx.nd.array(x, dtype="float64")), logits) < TOL
+    finally:
+        net.hybridize(False)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_mask_pooling_is_caffes_and_0_2s_where_both_run(dtype):
+    """The official mask pooling against the interpreter's (Caffe's rule, clipped windows)
+    at 2 to 12 pixels, and against MXNet's own ceil-rule pooling, bit for bit, where that
+    runs (3 pixels on); the gradients too. Values repeat, so ties are met."""
+    pool = _pool_kwargs("official")
+    rng = np.random.RandomState(0)
+
+    class Pool(mx.gluon.HybridBlock):
+        def __init__(self, clip):
+            super().__init__()
+            self.clip = clip
+
+        def hybrid_forward(self, F, x):
+            return _max_pool(F, x, pool, clip=self.clip)
+
+    def run(block, x, hybrid):
+        block.hybridize(hybrid)
+        x = mx.nd.array(x, dtype=dtype)
+        x.attach_grad()
+        with mx.autograd.record():
+            y = block(x)
+        y.backward(mx.nd.arange(y.size, dtype=dtype).reshape(y.shape))
+        return y.asnumpy(), x.grad.asnumpy()
+
+    with pytest.raises(mx.MXNetError, match="kernel size"):  # why _max_pool pads
+        mx.nd.Pooling(mx.nd.zeros((1, 1, 2, 2)), pool_type="max", **pool).wait_to_read()
+    for hybrid in (False, True):
+        clipped, plain = Pool(True), Pool(False)
+        for h in range(2, 13):
+            for w in (2, 3, 4, 7, 12):
+                x = rng.randint(-3, 4, (2, 3, h, w)).astype(dtype)
+                y, grad = run(clipped, x, hybrid)
+                assert y.shape[2:] == (mask_pool_size(h, "official", clipped=True),
+                                       mask_pool_size(w, "official", clipped=True))
+                assert (y == max_pool(x, 3, 2, 0)).all(), (h, w)
+                if h >= 3 and w >= 3:
+                    y0, grad0 = run(plain, x, hybrid)
+                    assert (y == y0).all() and (grad == grad0).all(), (h, w)
+
+
+def test_official_pool_size_is_caffes_rule():
+    for size in range(1, 80):
+        assert mask_pool_size(size, "official", clipped=True) == max(_pool_out(size, 3, 2, 0), 0)
+        # A plain MXNet pooling (the ImageNet stem's) refuses the 2-pixel map.
+        assert mask_pool_size(size, "official") == (0 if size == 2 else
+                                                    max(_pool_out(size, 3, 2, 0), 0))

@@ -128,3 +128,40 @@ def test_image_size_is_bounded(tmp_path, size, capsys):
     assert "--image-size must be an integer from 8 to 8192 pixels, got %s" % size in \
         capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_loss_curve_reads_at_every_epoch(tmp_path):
+    """An epoch-1 evaluation loss of 20 beside later losses of 0.05: a log axis, so that the
+    later epochs do not sit flat at the bottom; ordinary runs keep a linear one."""
+    from resattn.viz import loss_scale, plot_curves
+    spike = [dict(_row(1, 2.3, 19.9, 0.1), val_top5=0.5), dict(_row(2, 0.4, 0.05, 0.98),
+                                                               val_top5=1.0)]
+    assert loss_scale(spike) == "log"
+    assert loss_scale(HEALTHY) == "linear"
+    assert loss_scale([_row(1, 2.0, float("nan"), 0.1)]) == "linear"
+    plot_curves(spike + [dict(_row(3, float("inf"), 0.04, 0.99), val_top5=1.0)],
+                str(tmp_path / "curves.png"))
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_the_default_rule_waits_out_warm_up_and_wants_persistence(capsys):
+    """make demo's healthy start (an evaluation spike at epoch 1, chance at epoch 2, then
+    learning) warns at no epoch; a run that stays at chance is still caught, once the
+    grace after warm-up is over and the problem held two epochs running."""
+    from resattn.training.callbacks import GRACE_EPOCHS, PERSIST_EPOCHS
+    config = type("C", (), {"warmup_epochs": 1})()
+    demo = [_row(1, 2.36, 19.9, 0.10), _row(2, 2.25, 2.6, 0.12), _row(3, 1.2, 0.9, 0.70),
+            _row(4, 0.6, 0.3, 0.93), _row(5, 0.4, 0.2, 0.96)]
+    stuck = [_row(e, 2.31, 2.35, 0.10) for e in range(1, 7)]
+    for history, warned_from in ((demo, None), (stuck, 1 + GRACE_EPOCHS)):
+        cb = HealthCheck(verbose=False)
+        for end in range(1, len(history) + 1):
+            trainer = _FakeTrainer([dict(r) for r in history[:end]])
+            trainer.config = config
+            cb.on_epoch_end(trainer, trainer.state.history[-1], False)
+            expect = warned_from is not None and end >= max(warned_from, PERSIST_EPOCHS)
+            assert bool(cb.problems) == expect, (end, cb.problems)
+    assert capsys.readouterr().out == ""
+    # A loss that is not finite is said at once, grace or not.
+    assert _kinds([_row(1, float("nan"), float("nan"), 0.1)], min_epochs=5, persist=3) == [
+        "diverged"]

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from .io import atomic_write
 from .masks import Mask, reduce_masks
 
-__all__ = ["upsample", "plot_masks", "plot_curves"]
+__all__ = ["upsample", "plot_masks", "plot_curves", "loss_scale"]
 
 
 def _axis_weights(out_size, in_size):
@@ -138,16 +138,32 @@ def plot_masks(images, masks, path, reduce="mean", title=None, alpha=0.5, cmap="
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
 
 
+def loss_scale(history):
+    """``'log'`` where the losses of ``history`` span more than a factor of 10 (an early
+    evaluation spike of 20 beside later losses of 0.05 would flatten every later epoch on
+    a linear axis), else ``'linear'``."""
+    import math
+    losses = [r[k] for r in history for k in ("train_loss", "val_loss")
+              if math.isfinite(r[k]) and r[k] > 0]
+    return "log" if losses and max(losses) > 10 * min(losses) else "linear"
+
+
 def plot_curves(history, path):
-    """Loss and accuracy per epoch as a PNG (matplotlib, Agg canvas)."""
+    """Loss and accuracy per epoch as a PNG (matplotlib, Agg canvas); the loss axis is
+    logarithmic where the losses span more than a factor of 10 (:func:`loss_scale`)."""
+    import math
     fig = Figure(figsize=(9, 3.5), dpi=100)
     FigureCanvasAgg(fig)
     epochs = [row["epoch"] for row in history]
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    ax1.plot(epochs, [r["val_loss"] for r in history], "s-", label="val")
+    finite = [{k: (r[k] if math.isfinite(r[k]) else float("nan"))
+               for k in ("train_loss", "val_loss")} for r in history]
+    ax1.plot(epochs, [r["train_loss"] for r in finite], "o-", label="train")
+    ax1.plot(epochs, [r["val_loss"] for r in finite], "s-", label="val")
     ax1.set_xlabel("epoch")
-    ax1.set_ylabel("cross-entropy")
+    scale = loss_scale(history)
+    ax1.set_yscale(scale)
+    ax1.set_ylabel("cross-entropy" + (" (log scale)" if scale == "log" else ""))
     ax1.legend()
     ax2.plot(epochs, [r["val_top1"] for r in history], "s-", label="val top-1")
     ax2.plot(epochs, [r["val_top5"] for r in history], "^-", label="val top-5")

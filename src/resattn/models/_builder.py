@@ -326,7 +326,8 @@ def _cfg_of(spec, path, config, saved, entry, source):
                            provenance=dict(provenance, preprocessing_from="model default"))
 
 
-def get_model(name, pretrained=False, ctx=None, root=None, **kwargs):
+def get_model(name, pretrained=False, ctx=None, root=None, features_only=False, out_indices=None,
+              **kwargs):
     """Build a registered model, with published or saved weights if asked.
 
     Parameters
@@ -344,6 +345,17 @@ def get_model(name, pretrained=False, ctx=None, root=None, **kwargs):
         Where the loaded parameters live.
     root : str, default ``$RESATTN_HOME`` or ``~/.resattn``
         Cache of downloaded weights.
+    features_only : bool, default False
+        Return the backbone instead of the classifier (timm's way): a
+        :class:`~resattn.models.features.ResidualAttentionFeatures` whose
+        forward gives the list of the outputs of the blocks ``out_indices``
+        (0 stem, 1..3 the attention stages, 4 the head before its global
+        pooling), described by ``net.feature_info``; it shares the classifier's
+        parameters (``net.classifier``), so ``pretrained=`` loads them as for
+        the classifier.
+    out_indices : sequence of int, optional
+        With ``features_only``: the blocks whose outputs are returned, in
+        increasing order, 0..4 (or -5..-1); default all five.
     **kwargs
         Overrides of :class:`ResidualAttentionNet` arguments (``classes``,
         ``attention``, ``learning``, ``variant``, ``norm_layer``, ...) and
@@ -362,6 +374,14 @@ def get_model(name, pretrained=False, ctx=None, root=None, **kwargs):
     >>> net.pretrained_cfg.input_size, net.pretrained_cfg.crop_mode
     (32, 'squash')
     """
+    if features_only:
+        from .features import _check_indices, feature_net
+        indices = _check_indices(out_indices)  # before building or downloading anything
+        net = get_model(name, pretrained=pretrained, ctx=ctx, root=root, **kwargs)
+        return feature_net(net, indices)
+    if out_indices is not None:
+        raise ValueError("out_indices=%r selects feature outputs: pass features_only=True with it"
+                         % (out_indices,))
     spec, _, _ = resolve(name)
     if pretrained is False or pretrained is None:
         return _build(name, kwargs)

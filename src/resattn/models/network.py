@@ -225,3 +225,84 @@ class ResidualAttentionNet(HybridBlock):
 
     def hybrid_forward(self, F, x):
         return self.output(self.features(x))
+
+    # ------------------------------------------------------------------ as a backbone
+    @property
+    def feature_info(self):
+        """:class:`~resattn.models.features.FeatureInfo` of the five feature blocks.
+
+        Stem (0), attention stages 1..3 and the head (4) before its global
+        pooling: channels, stride (``reduction``) and module path of each, as
+        timm's ``feature_info``; ``get_model(name, features_only=True)`` returns
+        a network that outputs them.
+        """
+        from .features import feature_info
+        return feature_info(self)
+
+    def forward_features(self, x):
+        """The last spatial feature map: the head's output before global pooling.
+
+        ``(N, widths[3], H / 32, W / 32)`` for the ImageNet models (``/ 4`` for
+        the CIFAR ones), the map the classifier pools; NDArray or Symbol in,
+        the same out. ``forward_head(forward_features(x))`` is ``net(x)``.
+        """
+        from .features import _head_stop
+        if isinstance(x, mx.nd.NDArray):
+            self._check_input(x)
+        for i in range(len(self.features) - 1):
+            x = self.features[i](x)
+        head = self.features[len(self.features) - 1]
+        for k in range(_head_stop(self)):
+            x = head[k](x)
+        return x
+
+    def forward_head(self, x, pre_logits=False):
+        """Global pooling (and dropout) and the classifier on :meth:`forward_features`' map.
+
+        With ``pre_logits`` the pooled ``(N, widths[3])`` features, before the
+        classifier.
+        """
+        from .features import _head_stop
+        head = self.features[len(self.features) - 1]
+        for k in range(_head_stop(self), len(head)):
+            x = head[k](x)
+        return x if pre_logits else self.output(x)
+
+    def reset_classifier(self, classes, init=None):
+        """Replace the classifier by a new one of ``classes`` outputs (0: none).
+
+        The new ``output`` is ``Dense(classes, in_units=widths[3])`` (structural
+        names ``output.weight``, ``output.bias`` as before), initialised with
+        ``init`` (default ``mx.init.Xavier()``) on the network's contexts if the
+        network is initialised, else with the network's ``initialize()``. With
+        ``classes=0`` the network returns its pooled features ``(N,
+        widths[3])`` and has no classifier parameters, as timm's
+        ``reset_classifier(0)``. ``pretrained_cfg`` loses its class names when
+        their number no longer fits.
+
+        Raises
+        ------
+        ValueError
+            ``classes`` not an integer >= 0.
+        """
+        from .._compat import set_child
+        _check_int("classes", classes, 0, "0 removes the classifier")
+        ctx = None
+        for param in self.features.collect_params().values():
+            try:
+                ctx = param.list_ctx()
+            except RuntimeError:  # not initialised
+                pass
+            break
+        with self.name_scope():
+            output = nn.HybridSequential() if classes == 0 else \
+                nn.Dense(classes, in_units=self.widths[3])
+        set_child(self, "output", output)
+        self.classes = classes
+        if ctx is not None and classes:
+            output.initialize(mx.init.Xavier() if init is None else init, ctx=ctx)
+        cfg = getattr(self, "pretrained_cfg", None)
+        names = getattr(cfg, "class_names", None)
+        if names is not None and len(names) != classes:
+            object.__setattr__(self, "pretrained_cfg", cfg.replace(class_names=None))
+        return self
