@@ -20,13 +20,22 @@ Usage::
 import argparse
 import glob
 import json
-import math
 import os
 import sys
 
 from _common import describe_machine
 from resattn.training.callbacks import GRACE_EPOCHS, PERSIST_EPOCHS, run_health
 from seed_study import read_rows, verdict
+
+
+def running(run):
+    """Whether a ``resattn train`` still holds the run directory's lock."""
+    from resattn.training.rundir import RunDirInUseError, lock_run_dir
+    try:
+        lock_run_dir(run).release()
+    except RunDirInUseError:
+        return True
+    return False
 
 
 def load_runs(folders, classes):
@@ -45,10 +54,9 @@ def load_runs(folders, classes):
             status, _ = verdict(rows, classes, epochs)
             last = rows[-1]
             if status == "incomplete":
-                if math.isfinite(last["train_loss"]) and math.isfinite(last["val_loss"]) \
-                        and not os.path.exists(os.path.join(run, "last.params")):
-                    continue  # still running
-                status = "failed"  # stopped early by a non-finite loss, or never recovered
+                if running(run):
+                    continue
+                status = "failed"  # stopped early (a non-finite loss ends a run)
             runs.append((os.path.relpath(run), rows, warmup, status == "failed"))
     return runs
 

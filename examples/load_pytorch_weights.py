@@ -66,8 +66,9 @@ def main(argv=None):
     ctx = get_context(args.gpus)
     net = resattn.load_model(weights, ctx=ctx[0])  # model, arch and preprocessing from the config
     cfg = net.pretrained_cfg
-    print("preprocessing: %s px, pixels / %g, mean %s, std %s" % (
-        cfg.input_size, cfg.scale, cfg.mean, cfg.std))
+    size = cfg.input_size if isinstance(cfg.input_size, tuple) else (cfg.input_size,) * 2
+    print("preprocessing: %dx%d, pixels / %g, mean %s, std %s" % (
+        size + (cfg.scale, list(cfg.mean), list(cfg.std))))
     net.hybridize(static_alloc=True)
 
     if args.image:

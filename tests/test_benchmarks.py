@@ -162,3 +162,12 @@ def test_predict_memory_reports_both_peaks():
     proc = run("predict_memory.py", "--images", "40")
     assert proc.stdout.startswith("machine: ")
     assert "difference:" in proc.stdout and "for 39 more images" in proc.stdout
+
+
+def test_bench_import_order_gives_each_order_its_ratio():
+    proc = run("bench_import_order.py", "--rounds", "1", "--iters", "1")
+    assert proc.stdout.startswith("machine: ")
+    rows = table_rows(proc.stdout)
+    assert rows[1:] == ["OMP_NUM_THREADS by hand", "resattn, then MXNet", "MXNet, then resattn",
+                        "MXNet, an operator, then resattn", "MXNet alone (its default)"]
+    assert "| OMP_NUM_THREADS by hand |" in proc.stdout and "| 1.00x |" in proc.stdout

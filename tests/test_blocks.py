@@ -106,6 +106,27 @@ def test_attention_module_keeps_odd_non_square_shapes(stage, variant, size):
     assert rel_diff(y_imp, y_hyb) < 1e-5
 
 
+@pytest.mark.parametrize("stage, smallest", [(0, 16), (1, 8), (2, 4), (3, 2), (4, 1)])
+def test_official_modules_run_down_to_the_map_caffe_pools(stage, smallest):
+    """Caffe pools a 2-pixel map to 1 (pad 0, ceil rule, the window clipped), so a mask of
+    n poolings runs from 2**n pixels: 16 -> 8 -> 4 -> 2 -> 1 at stage 0. The gluoncv
+    pooling runs at any size. tests/test_caffe.py compares these with Caffe's output."""
+    module = AttentionModule(16, stage)
+    assert module.min_size == smallest
+    assert AttentionModule(16, stage, variant="gluoncv").min_size == 1
+    for size in [(smallest, smallest), (smallest, smallest + 1)]:
+        x = mx.nd.random.normal(shape=(2, 16) + size)
+        module = _init(AttentionModule(16, stage), x)
+        y_imp, y_hyb = _both(module, x)
+        assert y_imp.shape == x.shape == y_hyb.shape
+        assert rel_diff(y_imp, y_hyb) < 1e-5
+    if smallest > 1:
+        with pytest.raises(ValueError, match="%dx%d map is too small .* smallest usable map "
+                                             "is %dx%d" % (smallest, smallest - 1,
+                                                           smallest, smallest)):
+            module(mx.nd.zeros((2, 16, smallest, smallest - 1)))
+
+
 def test_variants_share_parameters_but_differ():
     x = mx.nd.random.normal(shape=(1, 8, 16, 16))
     a = _init(AttentionModule(8, 2, variant="official"), x)

@@ -214,7 +214,15 @@ def test_pad1_floor_pooling_would_fail_the_comparison(pair):
     name, caffe, blobs, net, _ = pair
     x = np.random.RandomState(224).uniform(-1, 1, (1, 3, 224, 224))
     ref = caffe.forward(x, blobs)["output"]
-    assert rel_diff(_with_pad1_pooling(net)(mx.nd.array(x, dtype="float64")), ref) > 0.05
+    blocks = [net.features[0][3]] + [m for _, m in net.attention_modules]
+    saved = [dict(b.__dict__) for b in blocks]
+    try:
+        assert rel_diff(_with_pad1_pooling(net)(mx.nd.array(x, dtype="float64")), ref) > 0.05
+    finally:  # the network is the fixture's, shared with the other tests
+        for block, attrs in zip(blocks, saved):
+            for key in ("_pool", "_kwargs"):
+                if key in attrs:
+                    setattr(block, key, attrs[key])
 
 
 @pytest.mark.parametrize("name", sorted(PROTOTXTS))
@@ -399,7 +407,7 @@ def test_module_prototxt_writes_the_authors_modules(m, inp, channels, pools):
     text = "".join(_module_prototxt(m, inp, channels, pools))
     ours = CaffeNet('input: "%s"\n' % inp + text).layers
     assert sorted(map(_canonical, ours)) == sorted(map(_canonical, authors))
-    assert len(ours) == len(authors) > 100
+    assert len(ours) == len(authors) > 50
 
 
 def _caffe_module(stage, shape, seed=0):
@@ -408,7 +416,8 @@ def _caffe_module(stage, shape, seed=0):
                                       input_dim=shape))
     rng = np.random.RandomState(seed)
     blobs = caffe.random_blobs(rng)
-    caffe.calibrate(rng.uniform(-1, 1, shape), blobs, rng)
+    # 16 samples: the BN statistics of 1- and 2-pixel maps need more than a pair.
+    caffe.calibrate(rng.uniform(-1, 1, (16,) + tuple(shape[1:])), blobs, rng)
     return caffe, blobs
 
 
@@ -433,8 +442,10 @@ def test_official_module_computes_caffe_down_to_its_smallest_map(stage, size):
     module = _official_module(stage, caffe, blobs, shape)
     assert module.min_size == 2 ** (MAX_STAGE - stage) <= min(size)
     x = np.random.RandomState(1).uniform(-1, 1, shape)
-    ref = caffe.forward(x, blobs)["output"]
+    ref = caffe.forward(x, blobs, keep=["AttentionA_1/mask"])
+    mask, ref = ref["AttentionA_1/mask"], ref["output"]
     assert ref.shape == shape
+    assert ((mask > 0.01) & (mask < 0.99)).mean() > 0.5  # the mask shows in the output
     out = module(mx.nd.array(x, dtype="float64"))
     assert rel_diff(out, ref) < TOL
     module.hybridize()

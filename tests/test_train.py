@@ -54,7 +54,9 @@ def test_train_writes_every_output(straight):
         assert weights["arch"] == {"width_mult": 0.0625, "classes": 10}
         info = dataset_info("digits")
         assert weights["preprocessing"] == {"input_size": 32, "scale": 255.0,
-                                            "mean": list(info["mean"]), "std": list(info["std"])}
+                                            "mean": list(info["mean"]), "std": list(info["std"]),
+                                            "crop_mode": "squash", "crop_pct": 0.875,
+                                            "interpolation": "bilinear"}
         assert weights["class_names"] == [str(d) for d in range(10)]
         assert weights["provenance"]["dataset"] == "digits"
         assert weights["provenance"]["checkpoint"] == name

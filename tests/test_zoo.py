@@ -6,10 +6,8 @@ from mxnet.gluon import nn
 
 import resattn
 from conftest import randomize_batchnorm, rel_diff
-import dataclasses
 
 from resattn import get_model, list_models, profile
-from resattn.io import sha1_file
 from resattn.models import _registry, get_spec, register_model, zoo
 
 MODELS = list_models()
@@ -128,13 +126,7 @@ def test_pretrained_without_published_weights_says_so():
         get_model("attention56", pretrained=True)
 
 
-def _publish(monkeypatch, name, sha1):
-    """Pretend resattn published a weight file for ``name``."""
-    monkeypatch.setitem(_registry._REGISTRY, name,
-                        dataclasses.replace(get_spec(name), weights=sha1))
-
-
-def test_pretrained_path_and_sha1(tmp_path, monkeypatch):
+def test_pretrained_path(tmp_path):
     net = get_model("attention56_cifar", width_mult=WIDTH)
     net.initialize()
     net(mx.nd.zeros((1, 3, 32, 32)))
@@ -144,17 +136,12 @@ def test_pretrained_path_and_sha1(tmp_path, monkeypatch):
     x = mx.nd.random.normal(shape=(1, 3, 32, 32))
     assert rel_diff(net(x), loaded(x)) == 0
 
-    sha1 = sha1_file(str(path))
-    _publish(monkeypatch, "attention56_cifar", sha1)
-    published = tmp_path / ("attention56_cifar-%s.params" % sha1[:8])
-    published.write_bytes(path.read_bytes())
-    again = get_model("attention56_cifar", width_mult=WIDTH, pretrained=True, root=str(tmp_path))
-    assert rel_diff(net(x), again(x)) == 0
-
-    _publish(monkeypatch, "attention56_cifar", "0" * 40)
-    (tmp_path / "attention56_cifar-00000000.params").write_bytes(b"corrupt")
-    with pytest.raises(ValueError, match="SHA-1 mismatch"):
+    # pretrained=True loads a model's published weights; the second mechanism (a resattn
+    # file named by ModelSpec.weights under ~/.mxnet/models) is gone: nothing used it.
+    with pytest.raises(ValueError, match="no published weights for 'attention56_cifar'"):
         get_model("attention56_cifar", width_mult=WIDTH, pretrained=True, root=str(tmp_path))
+    assert "weights" not in {f.name for f in __import__("dataclasses").fields(
+        resattn.models.ModelSpec)}
     with pytest.raises(ValueError, match="no such file"):
         get_model("attention56_cifar", pretrained=str(tmp_path / "missing.params"))
     with pytest.raises(ValueError, match="pretrained must be"):

@@ -213,7 +213,7 @@ def saved_config(params_path):
     -------
     dict
     """
-    from ..models._builder import run_config
+    from ..models import run_config
     return run_config(params_path)
 
 
