@@ -20,6 +20,13 @@ arm but the first two of ``demo`` starts each residual unit at the identity
 ``attention-types``
     Mixed, channel and spatial attention (the paper's Table 2), Attention-56 /
     16 on digits.
+``attention-vs-plain-64``
+    The same at the paper's 64-pixel canvas, one cluttered dataset for every
+    seed (``--data-seed 0``, apart from the training seed), 5 seeds, 40 epochs.
+``label-noise``
+    Attention-56 / 16 against plain on digits with 0%, 30%, 50% and 70% of the
+    training labels replaced by wrong ones (``--label-noise``; test labels
+    true), 3 seeds: the paper's robustness claim (Table 6).
 ``demo``
     ``make demo``'s recipe, attention against plain, before and after the fix
     (10 seeds).
@@ -50,6 +57,7 @@ _A92 = ["--model", "attention92_cifar", "--width-mult", "0.0625"]
 _RECIPE = ["--batch-size", "64", "--warmup-epochs", "1", "--mixup-off-epochs", "3"]
 _DIGITS = ["--dataset", "digits"] + _RECIPE
 _CLUTTERED = ["--dataset", "cluttered-digits", "--image-size", "40"] + _RECIPE
+_CLUTTERED64 = ["--dataset", "cluttered-digits", "--data-seed", "0"] + _RECIPE
 _ZERO, _NO_ZERO = ["--zero-init-residual"], ["--no-zero-init-residual"]
 
 #: Every arm of every experiment: its whole ``resattn train`` flags (less --epochs, --seed,
@@ -70,7 +78,17 @@ ARMS = {
     "plain-9ep": _A56 + _DIGITS + ["--attention", "none"] + _NO_ZERO,
     "cluttered40-attention-zero-init": _A56 + _CLUTTERED + _ZERO,
     "cluttered40-plain-zero-init": _A56 + _CLUTTERED + ["--attention", "none"] + _ZERO,
+    # The paper's setting, converged: a 64 px canvas and one dataset for every seed
+    # (--data-seed 0), the training seed apart.
+    "cluttered64-attention": _A56 + _CLUTTERED64 + _ZERO,
+    "cluttered64-plain": _A56 + _CLUTTERED64 + ["--attention", "none"] + _ZERO,
 }
+# Robustness to noisy labels (the paper's Table 6): digits, a fraction of the training
+# labels replaced by wrong ones (test labels true), attention and plain of the same depth.
+for _noise in (0, 30, 50, 70):
+    for _arm, _flags in (("attention", []), ("plain", ["--attention", "none"])):
+        ARMS["noise%d-%s" % (_noise, _arm)] = (_A56 + _DIGITS + _flags + _ZERO + [
+            "--label-noise", "%g" % (_noise / 100), "--data-seed", "0"])
 
 #: ``name: (arms, epochs, default seeds)``.
 EXPERIMENTS = {
@@ -82,6 +100,9 @@ EXPERIMENTS = {
                         15, 3),
     "attention-vs-plain": (["cluttered40-attention-zero-init", "cluttered40-plain-zero-init"],
                            15, 3),
+    "attention-vs-plain-64": (["cluttered64-attention", "cluttered64-plain"], 40, 5),
+    "label-noise": (["noise%d-%s" % (n, a) for n in (0, 30, 50, 70)
+                     for a in ("attention", "plain")], 15, 3),
 }
 
 

@@ -7,6 +7,8 @@ each attention module's output are compared at 224 and at 200 pixels, where
 Caffe's pooling rule gives other map sizes than pad-1 floor pooling would
 (a 50-pixel map pools to 25, 12, 6 instead of 25, 13, 7).
 """
+import copy
+import json
 import os
 
 import mxnet as mx
@@ -390,7 +392,6 @@ def _module_prototxt(m, inp, channels, pools, input_dim=None):
 
 
 def _canonical(layer):
-    import json
     return json.dumps(layer.msg, sort_keys=True)
 
 
@@ -404,8 +405,7 @@ def test_module_prototxt_writes_the_authors_modules(m, inp, channels, pools):
                if layer.name in (inp + "/bn", inp + "/bn/relu", m, m + "_residual")
                or (layer.name.startswith(m + "/") and layer.name not in (m + "/bn",
                                                                           m + "/bn/relu"))]
-    text = "".join(_module_prototxt(m, inp, channels, pools))
-    ours = CaffeNet('input: "%s"\n' % inp + text).layers
+    ours = CaffeNet('input: "%s"\n' % inp + _module_prototxt(m, inp, channels, pools)).layers
     assert sorted(map(_canonical, ours)) == sorted(map(_canonical, authors))
     assert len(ours) == len(authors) > 50
 
@@ -480,8 +480,8 @@ def test_official_networks_compute_the_prototxt_at_the_smallest_input(pair, size
     assert net.min_input_size == 31
     x = np.random.RandomState(31).uniform(-1, 1, (1, 3) + size)
     last = max(i for i, layer in enumerate(caffe.layers) if modules[-1] in layer.tops)
-    upto = CaffeNet.__new__(CaffeNet)
-    upto.__dict__.update(caffe.__dict__, layers=caffe.layers[:last + 1])
+    upto = copy.copy(caffe)
+    upto.layers = caffe.layers[:last + 1]
     ref = upto.forward(x, blobs, keep=modules)
     assert ref[modules[-1]].shape[2:] == (2, -(-size[1] // 16))
     logits, outs = _module_outputs(net, x)

@@ -480,3 +480,25 @@ def test_bad_registrations_raise_value_error(monkeypatch, name, kwargs, shown):
     with pytest.raises(ValueError, match=shown):
         data.register_dataset(name, **fields)
     assert data.DATASETS == BUILT_IN
+
+
+def test_label_noise_replaces_a_seeded_fraction_of_training_labels_only():
+    from resattn.data import get_dataset
+    clean = get_dataset("digits", train=True, augment=False)
+    labels = np.array([clean[i][1] for i in range(len(clean))])
+    for fraction in (0.3, 0.5, 0.7):
+        noisy = get_dataset("digits", train=True, augment=False, label_noise=fraction, seed=4)
+        got = np.array([noisy[i][1] for i in range(len(noisy))])
+        wrong = got != labels
+        assert wrong.sum() == round(fraction * len(labels))  # every replaced label is wrong
+        assert got.min() >= 0 and got.max() <= 9
+        again = get_dataset("digits", train=True, augment=False, label_noise=fraction, seed=4)
+        assert [again[i][1] for i in range(50)] == list(got[:50])  # seeded
+        other = get_dataset("digits", train=True, augment=False, label_noise=fraction, seed=5)
+        assert [other[i][1] for i in range(len(other))] != list(got)
+    test = get_dataset("digits", train=False, label_noise=0.7)
+    true = get_dataset("digits", train=False)
+    assert [test[i][1] for i in range(len(test))] == [true[i][1] for i in range(len(true))]
+    for bad in (1.0, -0.1, float("nan"), True, "0.3"):
+        with pytest.raises(ValueError, match="label noise must be a fraction in"):
+            get_dataset("digits", train=True, label_noise=bad)

@@ -24,7 +24,7 @@ def _eval(args):
     cfg = net.pretrained_cfg
     data_kw = dict(data_kwargs(args), **weights_data_kwargs(net))
     data = get_data_loader(args.dataset, False, args.batch_size or 128,
-                           seed=saved.get("seed", 0), **data_kw)
+                           seed=saved.get("data_seed", saved.get("seed", 0)), **data_kw)
     res = evaluate(net, data, ctx, info["classes"])
     print("%s on %s (%d images): top1 %.4f top5 %.4f loss %.4f" % (
         model, args.dataset, res["samples"], res["top1"], res["top5"], res["loss"]))

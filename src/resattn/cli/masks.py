@@ -74,7 +74,8 @@ def _masks(args):
     # built once for --index and --score.
     data = None
     if args.score or not args.images:
-        data = get_dataset(dataset, train=False, seed=saved.get("seed", 0), **data_kw)
+        data = get_dataset(dataset, train=False,
+                           seed=saved.get("data_seed", saved.get("seed", 0)), **data_kw)
     if args.images:
         given = {"mean": mean, "std": std}
         if args.input_size:

@@ -62,6 +62,12 @@ def _train_args(p):
                    help="start every residual unit as the identity, its branch's last layer "
                         "at zero (default: on; docs/attention.md measures why)")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--data-seed", type=int, default=None,
+                   help="seeds the data itself (cluttered-digits' generation, the noisy labels) "
+                        "apart from the training seed; default: --seed")
+    p.add_argument("--label-noise", type=float, default=0.0, metavar="P",
+                   help="replace a fraction P in [0, 1) of the training labels by wrong ones, "
+                        "at random (seeded by --data-seed); test labels stay true")
     p.add_argument("--dtype", choices=DTYPES, default=None)
     p.add_argument("--nonfinite", choices=NONFINITE, default=None,
                    help="on a NaN/inf loss: stop (default) or skip the batch")
@@ -308,6 +314,10 @@ def _train(args):
     notes += more
     args.num_workers = check_num_workers(0 if args.num_workers is None else args.num_workers)
     _check_image_size(args.image_size)
+    if not 0 <= args.label_noise < 1:  # also refuses nan
+        raise ValueError("--label-noise must be a fraction in [0, 1), got %r" % args.label_noise)
+    if args.data_seed is not None and args.data_seed < 0:
+        raise ValueError("--data-seed must be >= 0, got %d" % args.data_seed)
     args.syncbn = bool(args.syncbn)
     if isinstance(cutout, bool) or not isinstance(cutout, int):
         raise ValueError("cutout must be an integer (0: off), got %r" % (cutout,))
@@ -355,9 +365,11 @@ def _train(args):
                          tuple(round(v, 4) for v in std)), flush=True)
         if size != info["input_size"]:
             data_kw["image_size"] = size
+        data_seed = cfg.seed if args.data_seed is None else args.data_seed
         train_data = get_data_loader(args.dataset, True, cfg.batch_size, cutout=cutout,
-                                     seed=cfg.seed, num_parts=parts, part_index=rank, **data_kw)
-        val_data = get_data_loader(args.dataset, False, cfg.batch_size, seed=cfg.seed,
+                                     seed=data_seed, num_parts=parts, part_index=rank,
+                                     label_noise=args.label_noise, **data_kw)
+        val_data = get_data_loader(args.dataset, False, cfg.batch_size, seed=data_seed,
                                    num_parts=val_parts, part_index=rank if val_parts > 1 else 0,
                                    **data_kw)
         if rank == 0:
@@ -373,6 +385,10 @@ def _train(args):
                  "syncbn": args.syncbn, "threads": _thread_record()}
         if args.image_size is not None:  # absent otherwise, as in 0.1's config.json
             extra["image_size"] = args.image_size
+        if args.data_seed is not None:
+            extra["data_seed"] = args.data_seed
+        if args.label_noise:
+            extra["label_noise"] = args.label_noise
         weights = {"model": args.model, "arch": dict(kwargs, classes=info["classes"]),
                    "preprocessing": _run_preprocessing(args.dataset, size, mean, std),
                    "class_names": info.get("class_names"),

@@ -54,6 +54,31 @@ class ImageDataset(gluon.data.Dataset):
         self.preprocess = preprocess
         self._length = len(source) if subset is None else min(subset, len(source))
         self.classes, self.name = classes, name
+        self._noise = {}  # index -> offset added to its label (modulo classes)
+
+    def add_label_noise(self, fraction, seed=0):
+        """Replace the labels of ``fraction`` of the items by wrong ones, at random (seeded).
+
+        ``round(fraction * len(self))`` items, drawn without replacement, each get a label
+        drawn uniformly from the ``classes - 1`` wrong ones; the same ``(fraction, seed)``
+        always picks the same items and labels, and ``fraction=0`` changes nothing. The
+        paper's robustness experiment (Sec. 4.1, Table 6) trains on such labels.
+
+        Returns
+        -------
+        numpy.ndarray
+            The indices whose label was replaced, sorted.
+        """
+        _check_noise(fraction)
+        if not self.classes or self.classes < 2:
+            raise ValueError("label noise needs the number of classes (>= 2), got %r"
+                             % (self.classes,))
+        state = np.random.SeedSequence([int(seed), 0x1ab31]).generate_state(1)
+        rng = np.random.RandomState(state)
+        chosen = np.sort(rng.permutation(self._length)[:int(round(fraction * self._length))])
+        offsets = rng.randint(1, self.classes, size=len(chosen))
+        self._noise = dict(zip(chosen.tolist(), offsets.tolist()))
+        return chosen
 
     @property
     def augment(self):
@@ -71,10 +96,18 @@ class ImageDataset(gluon.data.Dataset):
         if not -self._length <= idx < self._length:
             raise IndexError("index %d out of range for %d items" % (idx, self._length))
         img, label = self._source[idx % self._length]
+        if self._noise:
+            label = (int(label) + self._noise.get(idx % self._length, 0)) % self.classes
         rng = None
         if self.augment:
             rng = np.random.RandomState(np.random.randint(2 ** 31) if key is None else key)
         return mx.nd.array(self.preprocess(img, rng), dtype=np.float32), np.int32(label)
+
+
+def _check_noise(fraction):
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+            or not 0 <= fraction < 1:
+        raise ValueError("label noise must be a fraction in [0, 1), got %r" % (fraction,))
 
 
 class _Arrays:
@@ -91,7 +124,7 @@ class _Arrays:
 
 
 def get_dataset(name, train=True, root=None, augment=None, cutout=0, seed=0, image_size=None,
-                subset=None, normalize=None):
+                subset=None, normalize=None, label_noise=0.0):
     """A dataset of ``(x, y)``: normalised (3, H, W) float32 NDArray and int32 label.
 
     Parameters
@@ -116,7 +149,9 @@ def get_dataset(name, train=True, root=None, augment=None, cutout=0, seed=0, ima
         augmentation: it has no effect when ``augment`` is False, so one set of
         keyword arguments can build both the training and the evaluation set.
     seed : int
-        Seeds the generation of 'cluttered-digits'; the other datasets are
+        Seeds the generation of 'cluttered-digits' (its data seed, which a
+        training run may keep apart from its training seed: ``resattn train
+        --data-seed``) and the choice of noisy labels; the other datasets are
         fixed and their augmentation is seeded as :mod:`resattn.data` says.
     image_size : int or None
         Side of ``x``; None for the dataset's ``input_size``.
@@ -126,8 +161,13 @@ def get_dataset(name, train=True, root=None, augment=None, cutout=0, seed=0, ima
         Per-channel statistics of images in [0, 1] to normalise with instead of
         the dataset's own: those a model's weights were trained with (their
         config's preprocessing), ``((0, 0, 0), (1, 1, 1))`` for none.
+    label_noise : float
+        Fraction of the *training* labels replaced by wrong ones at random
+        (:meth:`ImageDataset.add_label_noise`, seeded by ``seed``); the test
+        split is never changed. 0: none.
     """
     spec, path = _parse(name)
+    _check_noise(label_noise)
     if normalize is not None:
         normalize = _check_stats(normalize, "normalize")
     check_int("cutout", cutout, 0)
@@ -156,6 +196,8 @@ def get_dataset(name, train=True, root=None, augment=None, cutout=0, seed=0, ima
         dataset.preprocess.std = np.asarray(normalize[1], np.float32)
     if dataset.name is None:
         dataset.name = name
+    if label_noise and train:  # test labels are never changed
+        dataset.add_label_noise(label_noise, seed)
     return dataset
 
 

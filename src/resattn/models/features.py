@@ -316,6 +316,18 @@ class ResidualAttentionFeatures(HybridBlock):
         """Smallest input side the classifier's poolings can run at."""
         return self._classifier.min_input_size
 
+    def initialize(self, init=None, ctx=None, verbose=False, force_reinit=False):
+        """Initialise the parameters (``mx.init.Uniform()`` unless ``init``), and the
+        classifier's ``output`` layer where it is not initialised yet, so that
+        :attr:`classifier` keeps working."""
+        init = mx.init.Uniform() if init is None else init
+        super().initialize(init, ctx, verbose, force_reinit)
+        for param in self._classifier.output.collect_params().values():
+            try:
+                param.list_ctx()
+            except RuntimeError:  # not initialised
+                param.initialize(None, ctx, default_init=init)
+
     def load_hint(self, names):
         """Why a weight file may not fit (see :meth:`ResidualAttentionNet.load_hint`)."""
         hint = self._classifier.load_hint(names)
