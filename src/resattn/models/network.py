@@ -165,8 +165,9 @@ class ResidualAttentionNet(HybridBlock):
         """Smallest input side (pixels) every pooling of the network can run at.
 
         With ``variant='official'`` the prototxts' pooling (pad 0, Caffe's
-        ceil rule) needs at least 3 pixels at each pooling, so the ImageNet
-        models need inputs of 47 pixels at least; the 'gluoncv' pooling runs at any size.
+        ceil rule, its window clipped to the map) needs 2 pixels at each mask's last
+        pooling, so the ImageNet models need inputs of 31 pixels at least; the
+        'gluoncv' pooling runs at any size.
         """
         size = 1
         while not self._fits(size):
