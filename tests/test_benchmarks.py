@@ -148,14 +148,16 @@ def test_health_replay_scores_rules_on_finished_runs(tmp_path):
     write("healthy", [(2.3, 19.0, 0.10), (2.2, 2.0, 0.15), (1.0, 0.5, 0.8), (0.5, 0.3, 0.9),
                       (0.4, 0.2, 0.95)])
     write("failed", [(2.31, 2.3, 0.10)] * 5)
-    proc = run("health_replay.py", str(tmp_path / "runs"), "--grace", "0,2", "--persist", "1,2")
+    proc = run("health_replay.py", str(tmp_path / "runs"), "--grace", "0,2", "--fraction", "0",
+               "--persist", "1,2")
     assert proc.stdout.startswith("machine: ")
     assert "2 runs: 1 failed, 1 healthy" in proc.stdout
-    rows = {tuple(line.split()[:2]): line.split() for line in proc.stdout.splitlines()
-            if line.split()[:1] in (["0"], ["2"])}
-    assert rows[("0", "1")][2:4] == ["0.50", "1.00"]  # the spike warns: a false alarm
-    assert rows[("2", "2")][2:4] == ["1.00", "1.00"]  # grace and persistence: only the failure
-    assert "<- the library's rule" in proc.stdout
+    rows = {(line.split()[0], line.split()[2]): line.split()
+            for line in proc.stdout.splitlines() if line.split()[:1] in (["0"], ["2"])}
+    assert rows[("0", "1")][3:5] == ["0.50", "1.00"]  # the spike warns: a false alarm
+    assert rows[("2", "2")][3:5] == ["1.00", "1.00"]  # grace and persistence: only the failure
+    default = run("health_replay.py", str(tmp_path / "runs"))
+    assert "<- the library's rule" in default.stdout
 
 
 def test_predict_memory_reports_both_peaks():

@@ -166,9 +166,17 @@ def near_chance(classes):
 
 
 #: The rule of :class:`HealthCheck`, chosen from replayed seed studies (docs/training.md,
-#: "Runs that fail say so"; ``benchmarks/health_replay.py``): no warning before
-#: ``warm-up + GRACE_EPOCHS`` epochs, and a problem must hold ``PERSIST_EPOCHS`` epochs running.
-GRACE_EPOCHS, PERSIST_EPOCHS = 2, 2
+#: "Runs that fail say so"; ``benchmarks/health_replay.py``): nothing is judged before the
+#: end of warm-up plus a grace of ``GRACE_FRACTION`` of the schedule (at least
+#: ``GRACE_EPOCHS``, at most ``GRACE_MAX`` epochs), and a problem must hold
+#: ``PERSIST_EPOCHS`` epochs running.
+GRACE_EPOCHS, GRACE_FRACTION, GRACE_MAX, PERSIST_EPOCHS = 2, 0.35, 10, 2
+
+
+def first_judged_epoch(epochs, warmup_epochs):
+    """The first epoch :class:`HealthCheck` judges in a run of ``epochs`` with that warm-up."""
+    grace = min(GRACE_MAX, max(GRACE_EPOCHS, int(math.ceil(GRACE_FRACTION * epochs))))
+    return int(warmup_epochs or 0) + grace
 
 
 def _problems(history, classes):
@@ -243,14 +251,15 @@ class HealthCheck(Callback):
     it). :attr:`problems` holds the last epoch's, and ``resattn train``'s
     summary names them.
 
-    The rule (:data:`GRACE_EPOCHS`, :data:`PERSIST_EPOCHS`) was chosen by replaying it on
-    finished runs, healthy and failed (docs/training.md gives its precision and recall).
+    The rule (:func:`first_judged_epoch`, :data:`PERSIST_EPOCHS`) was chosen by replaying
+    it on finished runs, healthy and failed (docs/training.md gives its precision and
+    recall).
 
     Parameters
     ----------
     min_epochs : int, optional
-        First epoch that may be judged; default the run's warm-up epochs plus
-        :data:`GRACE_EPOCHS`.
+        First epoch that may be judged; default :func:`first_judged_epoch` of the run's
+        epochs and warm-up.
     persist : int, default :data:`PERSIST_EPOCHS`
         Epochs running a problem must hold before it is reported.
     verbose : bool, default True
@@ -263,11 +272,12 @@ class HealthCheck(Callback):
         self.problems = []
 
     def first_epoch(self, trainer):
-        """The first epoch judged (``min_epochs``, or warm-up + :data:`GRACE_EPOCHS`)."""
+        """The first epoch judged (``min_epochs``, or :func:`first_judged_epoch`)."""
         if self.min_epochs is not None:
             return self.min_epochs
         config = getattr(trainer, "config", None)
-        return int(getattr(config, "warmup_epochs", 0) or 0) + GRACE_EPOCHS
+        return first_judged_epoch(getattr(config, "epochs", 0) or 0,
+                                  getattr(config, "warmup_epochs", 0))
 
     def on_epoch_end(self, trainer, row, improved):
         found = run_health(trainer.state.history, trainer.classes, self.first_epoch(trainer),
