@@ -172,6 +172,12 @@ def test_ssd_fits(gcv, tmp_path):
     shared = [n for n in theirs.keys() if n in ours]
     assert shared and all(theirs[n] is ours[n] for n in shared)
     assert len(det.class_predictors) == 2 + 4  # stage3, head + GluonCV's 4 extra layers
+    from resattn.models.features import ResidualAttentionFeatures
+    probe = mx.nd.random.normal(shape=(1, 3, 96, 128))
+    with autograd.pause(train_mode=False):
+        expanded = det.features(probe)
+        for got, ref in zip(expanded[:2], ResidualAttentionFeatures(net, (3, 4))(probe)):
+            assert got.shape == ref.shape and rel_diff(got, ref) < 1e-5
     images, labels, _ = shapes(2)
     x = mx.nd.stack(*[tensor(im) for im in images])
     gt = padded(labels)
@@ -365,8 +371,10 @@ def test_loaded_network_with_synchronised_batchnorm(gcv, tmp_path):
         assert rel_diff(net.forward_features(x), ref) < 1e-5
     with autograd.record():
         out = seg(x)
-    out[0].sum().backward()
+        loss = out[0].sum()
+    loss.backward()
     assert np.isfinite(out[0].asnumpy()).all()
+    assert np.isfinite(net.features[1][0].conv2.weight.grad().asnumpy()).all()
 
 
 # ----------------------------------------------------------------------------- errors
@@ -387,3 +395,19 @@ def test_errors_name_the_bad_value_and_the_allowed_ones(gcv):
         rg.sync_batchnorm(nn.BatchNorm(), 0)
     with pytest.raises(ValueError, match="backbone_of"):
         rg.backbone_of(nn.Dense(3))
+
+
+def test_backbone_page_runs_as_written(gcv, tmp_path, monkeypatch, capsys):
+    """docs/backbone.md: its Python blocks run in order, as printed (one namespace)."""
+    import os
+    from test_docs import DOCS, _python_blocks
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "backbone_page"}
+    blocks = _python_blocks(os.path.join(DOCS, "backbone.md"))
+    assert len(blocks) >= 8
+    for i, block in enumerate(blocks):
+        exec(compile(block, "docs/backbone.md block %d" % (i + 1), "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "[16, 32, 64, 128] [4, 8, 16, 32]" in out and "True" in out
+    assert "FasterRCNN 16" in out and "(1, 3, 192, 192)" in out
+    assert (tmp_path / "fcn_masks.png").is_file()

@@ -26,7 +26,7 @@ def load_example(name):
 
 def test_every_example_is_tested():
     tested = {"custom_network", "train_cifar10", "finetune_imagefolder", "load_pytorch_weights",
-              "visualize_masks", "export_onnx"}
+              "visualize_masks", "export_onnx", "detection_backbone"}
     found = {f[:-3] for f in os.listdir(EXAMPLES) if f.endswith(".py") and f != "demo.py"}
     assert found <= tested, "examples without a smoke test: %s" % sorted(found - tested)
 
@@ -178,3 +178,21 @@ def test_export_onnx(tmp_path, capsys):
     assert out.is_file() and "ONNX Runtime vs MXNet" in text and "2x3x40x24" in text
     assert "INT8: top-1" in text
     assert (tmp_path / "model-int8-symbol.json").is_file()
+
+
+def test_detection_backbone(tmp_path, capsys):
+    from resattn.gluoncv import import_gluoncv
+    try:
+        import_gluoncv()
+    except ImportError as err:  # pragma: no cover
+        pytest.skip("GluonCV is not installed: %s" % err)
+    out = tmp_path / "detect"
+    assert load_example("detection_backbone").main(
+        ["--width-mult", TINY, "--grid", "2", "--classify-epochs", "1", "--classify-images", "64",
+         "--batch-size", "32", "--detect-epochs", "1", "--train-scenes", "2", "--val-scenes", "1",
+         "--draw", "1", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "classifier: attention56 from" in text and "VOC07 mAP@0.5" in text
+    assert "4 digits each; backbone strides [4, 4, 8, 16, 32]" in text
+    assert (out / "classifier" / "best.params").is_file()
+    assert (out / "faster_rcnn.params").is_file() and (out / "detections.png").is_file()

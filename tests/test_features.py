@@ -68,6 +68,18 @@ def test_full_size_feature_info_and_graph_shapes(name):
         assert [tuple(s) for s in shapes] == net.feature_info.shapes(size)
 
 
+@pytest.mark.parametrize("name", resattn.list_models())
+def test_every_zoo_model_gives_its_features(name):
+    """Every zoo model, features_only, traced as hybridization traces it: the shapes of all
+    five outputs at 224 px and at an odd size are feature_info's."""
+    net = resattn.get_model(name, features_only=True)
+    outs = mx.sym.Group(net(mx.sym.var("data")))
+    assert len(outs.list_outputs()) == 5
+    for size in ((224, 224), (199, 251)):
+        _, shapes, _ = outs.infer_shape(data=(2, 3) + size)
+        assert [tuple(s) for s in shapes] == net.feature_info.shapes(size, batch_size=2)
+
+
 def test_feature_info_is_timms():
     net = resattn.get_model("attention56", width_mult=TINY, features_only=True,
                             out_indices=(2, 4))

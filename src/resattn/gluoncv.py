@@ -301,7 +301,7 @@ def backbone(model, pretrained=False, norm="batch", num_devices=1, output_stride
     output_stride : int, optional
         Dilate the later stages to this total stride
         (:func:`resattn.models.features.dilate`; 8 for segmentation).
-    ctx : mxnet.Context or list, default ``mx.cpu()``
+    ctx : mxnet.Context, default ``mx.cpu()``
     **kwargs
         Builder arguments with a name (``width_mult``, ``classes``, ...).
 
@@ -582,10 +582,13 @@ def ssd(model, classes, base_size=512, out_indices=(3, 4), num_filters=None, siz
     if steps is None:
         steps = list(strides) + [strides[-1] * 2 ** (k + 1) for k in range(len(num_filters))]
     kwargs.setdefault("min_depth", min(num_filters) if num_filters else 128)
-    det = SSD(network=net, base_size=base_size, features=names, num_filters=num_filters,
-              sizes=default_sizes if sizes is None else sizes,
-              ratios=default_ratios if ratios is None else ratios, steps=steps,
-              classes=list(classes), ctx=ctx, **kwargs)
+    with warnings.catch_warnings():
+        # The expander's SymbolBlock cannot tell the input's type before a call.
+        warnings.filterwarnings("ignore", message="Cannot decide type")
+        det = SSD(network=net, base_size=base_size, features=names, num_filters=num_filters,
+                  sizes=default_sizes if sizes is None else sizes,
+                  ratios=default_ratios if ratios is None else ratios, steps=steps,
+                  classes=list(classes), ctx=ctx, **kwargs)
     return _attach(det, net, ctx)
 
 
@@ -777,9 +780,8 @@ def _seg_classes():
             self._up_kwargs = {"height": height, "width": width}
             self.base_size = base_size
             self.crop_size = crop_size
-            _, c3, fh, fw = self.backbone.feature_info.shapes((height, width))[0]
-            c4 = self.backbone.feature_info.channels(1)
-            return c3, c4, fh, fw
+            (_, c3, _, _), (_, c4, fh, fw) = self.backbone.feature_info.shapes((height, width))
+            return c3, c4, fh, fw  # fh x fw: c4's map at crop_size, where the pooling upsamples
 
         def base_forward(self, x):
             """The third attention stage's and the head's maps: GluonCV's ``c3``, ``c4``."""
