@@ -227,6 +227,12 @@ def set_optimizer_update_counts(optimizer, per_device, current, own=None):
         optimizer._index_update_count = dict(own or {})
 
 
+def batchnorm_kwargs(block):
+    """The constructor settings (``momentum``, ``eps``, ``use_global_stats``, ...) of a
+    BatchNorm block (Gluon keeps them private)."""
+    return block._kwargs
+
+
 def conv_kwargs(block):
     """The operator arguments of a ``gluon.nn`` convolution (``kernel``, ``stride``, ``pad``,
     ``num_filter``, ``num_group``, ``layout``...), as ``Convolution`` receives them."""

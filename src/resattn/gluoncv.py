@@ -207,7 +207,7 @@ def sync_batchnorm(block, num_devices):
     """
     import mxnet as mx
     from mxnet.gluon.contrib.nn import SyncBatchNorm
-    from ._compat import set_child
+    from ._compat import batchnorm_kwargs, set_child
     if isinstance(num_devices, bool) or not isinstance(num_devices, int) or num_devices < 1:
         raise ValueError("num_devices must be a positive int (the devices SyncBatchNorm "
                          "synchronises), got %r" % (num_devices,))
@@ -215,7 +215,7 @@ def sync_batchnorm(block, num_devices):
     for parent, name, bn in _batchnorms(block):
         if isinstance(bn, SyncBatchNorm):
             continue
-        kw = bn._kwargs
+        kw = batchnorm_kwargs(bn)
         channels = bn.gamma.shape[0] if bn.gamma.shape else 0
         with parent.name_scope():
             new = SyncBatchNorm(in_channels=channels, num_devices=num_devices,
@@ -246,14 +246,6 @@ def _check_norm(norm):
                          % (", ".join(map(repr, NORMS)), norm))
 
 
-def _uninitialised(param):
-    try:
-        param.list_ctx()
-    except RuntimeError:
-        return True
-    return False
-
-
 def _initialize_rest(block, init, ctx):
     """Initialise the parameters of ``block`` not initialised yet; the others keep their values.
 
@@ -262,6 +254,7 @@ def _initialize_rest(block, init, ctx):
     means and biases at 0, and weights with ``init``.
     """
     import mxnet as mx
+    from .models.backbone import _uninitialised
     for param in block.collect_params().values():
         if not _uninitialised(param):
             continue
@@ -319,7 +312,7 @@ def backbone(model, pretrained=False, norm="batch", num_devices=1, output_stride
     """
     import mxnet as mx
     from .models import get_model
-    from .models.features import ResidualAttentionFeatures, _check_net, dilate
+    from .models.features import ResidualAttentionFeatures, check_network, dilate
     _check_norm(norm)
     ctx = mx.cpu() if ctx is None else ctx
     if isinstance(model, ResidualAttentionFeatures):
@@ -327,7 +320,7 @@ def backbone(model, pretrained=False, norm="batch", num_devices=1, output_stride
     if isinstance(model, str):
         net = get_model(model, pretrained=pretrained, ctx=ctx, **kwargs)
     else:
-        _check_net(model, "backbone")
+        check_network(model, "backbone")
         if kwargs or pretrained not in (False, None):
             raise ValueError("backbone: %s given with a network; builder arguments and "
                              "pretrained= go with a model name (or load the network first "
@@ -347,12 +340,12 @@ def backbone(model, pretrained=False, norm="batch", num_devices=1, output_stride
 
 def backbone_of(model):
     """The resattn classification network inside a dense model built here (or the network)."""
-    from .models.features import ResidualAttentionFeatures, _check_net
+    from .models.features import ResidualAttentionFeatures, check_network
     if isinstance(model, ResidualAttentionFeatures):
         return model.classifier
     net = model.__dict__.get(_BACKBONE) if hasattr(model, "__dict__") else None
     if net is None:
-        return _check_net(model, "backbone_of (a dense model from resattn.gluoncv or a "
+        return check_network(model, "backbone_of (a dense model from resattn.gluoncv or a "
                           "ResidualAttentionNet)")
     return net
 
@@ -514,7 +507,7 @@ def _ssd_defaults(base_size, n):
 def ssd(model, classes, base_size=512, out_indices=(3, 4), num_filters=None, sizes=None,
         ratios=None, steps=None, pretrained=False, norm="batch", num_devices=1, ctx=None,
         backbone_kwargs=None, **kwargs):
-    """GluonCV's SSD on a Residual Attention Network (Liu et al. 2016), through its feature expander.
+    """GluonCV's SSD (Liu et al. 2016) on a Residual Attention Network, through its expander.
 
     As GluonCV's ``ssd_512_resnet50_v1_*``: GluonCV's ``FeatureExpander``
     takes the outputs of the blocks ``out_indices`` of the resattn network
@@ -556,13 +549,13 @@ def ssd(model, classes, base_size=512, out_indices=(3, 4), num_filters=None, siz
     import mxnet as mx
     import_gluoncv()
     from gluoncv.model_zoo.ssd.ssd import SSD
-    from .models.features import ResidualAttentionFeatures, _check_indices
+    from .models.features import ResidualAttentionFeatures, check_out_indices
     ctx = mx.cpu() if ctx is None else ctx
     if norm == "sync":
         raise ValueError("ssd: norm='sync' is not available: GluonCV's feature expander traces "
                          "the backbone into a symbol with plain BatchNorm; use 'batch' or "
                          "'frozen'")
-    indices = _check_indices(out_indices)
+    indices = check_out_indices(out_indices)
     net = backbone(model, pretrained, norm, num_devices, ctx=ctx, **(backbone_kwargs or {}))
     feat = ResidualAttentionFeatures(net, indices)
     outputs = feat(mx.sym.var("data"))
@@ -635,7 +628,7 @@ def yolov3(model, classes, out_indices=None, channels=None, anchors=None, pretra
     import mxnet as mx
     import_gluoncv()
     from gluoncv.model_zoo.yolo.yolo3 import YOLOV3
-    from .models.features import FeatureInfo, _check_indices, trunk_blocks
+    from .models.features import FeatureInfo, check_out_indices, trunk_blocks
     ctx = mx.cpu() if ctx is None else ctx
     net = backbone(model, pretrained, norm, num_devices, ctx=ctx, **(backbone_kwargs or {}))
     if out_indices is None:
@@ -646,7 +639,7 @@ def yolov3(model, classes, out_indices=None, channels=None, anchors=None, pretra
             raise ValueError("yolov3: no three blocks of this network have strides that double "
                              "(strides %s); pass out_indices" % (red,))
         out_indices = candidates[0]
-    indices = _check_indices(out_indices)
+    indices = check_out_indices(out_indices)
     if len(indices) != 3:
         raise ValueError("yolov3: out_indices must name 3 blocks (one per YOLO layer), got %r"
                          % (tuple(out_indices),))
@@ -756,7 +749,7 @@ def center_net(model, classes, pretrained=False, norm="batch", num_devices=1,
 
 # ----------------------------------------------------------------------------- segmentation
 def _seg_classes():
-    """GluonCV's FCN, PSPNet and DeepLabV3, each taking a resattn backbone through ``base_forward``."""
+    """GluonCV's FCN, PSPNet and DeepLabV3, each with a resattn backbone in ``base_forward``."""
     import_gluoncv()
     from gluoncv.model_zoo.deeplabv3 import DeepLabV3, _ASPP, _DeepLabHead
     from gluoncv.model_zoo.fcn import FCN, _FCNHead
@@ -766,11 +759,16 @@ def _seg_classes():
     from .models.features import ResidualAttentionFeatures
 
     class _Backbone:
-        """SegBaseModel's state, with ``base_forward`` giving the resattn (c3, c4) maps."""
+        """SegBaseModel's state, with ``base_forward`` giving the resattn (c3, c4) maps.
 
-        def _setup(self, net, nclass, aux, crop_size, base_size):
-            # SegBaseModel.__init__ builds a dilated GluonCV ResNet; here the resattn network
-            # (already dilated) takes its place, and everything else is SegBaseModel's.
+        ``SegBaseModel.__init__`` builds a dilated GluonCV ResNet; here the resattn network
+        (already dilated) takes its place, and everything else is GluonCV's: the model's
+        forward, ``predict`` and ``evaluate``, its head (``_make_head``, built for the
+        backbone's widths) and the auxiliary ``_FCNHead`` on c3, both at ``lr_mult`` 10.
+        """
+
+        def __init__(self, net, nclass, aux=True, ctx=None, base_size=520, crop_size=480,
+                     norm_layer=nn.BatchNorm, norm_kwargs=None):
             HybridBlock.__init__(self)
             self.aux = aux
             self.nclass = nclass
@@ -780,71 +778,59 @@ def _seg_classes():
             self._up_kwargs = {"height": height, "width": width}
             self.base_size = base_size
             self.crop_size = crop_size
+            # fh x fw: c4's map at crop_size, to which the pooling branches upsample.
             (_, c3, _, _), (_, c4, fh, fw) = self.backbone.feature_info.shapes((height, width))
-            return c3, c4, fh, fw  # fh x fw: c4's map at crop_size, where the pooling upsamples
+            with self.name_scope():
+                self.head = self._make_head(nclass, c4, fh, fw, norm_layer, norm_kwargs)
+                heads = [self.head]
+                if self.aux:
+                    self.auxlayer = _FCNHead(c3, nclass, norm_layer=norm_layer,
+                                             norm_kwargs=norm_kwargs)
+                    heads.append(self.auxlayer)
+            for block in heads:
+                block.initialize(ctx=ctx)
+                block.collect_params().setattr("lr_mult", 10)
 
         def base_forward(self, x):
             """The third attention stage's and the head's maps: GluonCV's ``c3``, ``c4``."""
             c3, c4 = self.backbone(x)
             return c3, c4
 
-    def aux_head(self, c3, nclass, norm_layer, norm_kwargs, ctx):
-        if self.aux:
-            self.auxlayer = _FCNHead(c3, nclass, norm_layer=norm_layer, norm_kwargs=norm_kwargs)
-            self.auxlayer.initialize(ctx=ctx)
-            self.auxlayer.collect_params().setattr("lr_mult", 10)
-
     class ResAttnFCN(_Backbone, FCN):
         """GluonCV's :class:`FCN` with a resattn backbone (``base_forward``)."""
 
-        def __init__(self, net, nclass, aux=True, ctx=None, base_size=520, crop_size=480,
-                     norm_layer=nn.BatchNorm, norm_kwargs=None):
-            c3, c4, _, _ = self._setup(net, nclass, aux, crop_size, base_size)
-            with self.name_scope():
-                self.head = _FCNHead(c4, nclass, norm_layer=norm_layer, norm_kwargs=norm_kwargs)
-                self.head.initialize(ctx=ctx)
-                self.head.collect_params().setattr("lr_mult", 10)
-                aux_head(self, c3, nclass, norm_layer, norm_kwargs, ctx)
+        @staticmethod
+        def _make_head(nclass, c4, fh, fw, norm_layer, norm_kwargs):
+            return _FCNHead(c4, nclass, norm_layer=norm_layer, norm_kwargs=norm_kwargs)
 
     class ResAttnPSPNet(_Backbone, PSPNet):
         """GluonCV's :class:`PSPNet` with a resattn backbone (``base_forward``)."""
 
-        def __init__(self, net, nclass, aux=True, ctx=None, base_size=520, crop_size=480,
-                     norm_layer=nn.BatchNorm, norm_kwargs=None):
-            c3, c4, fh, fw = self._setup(net, nclass, aux, crop_size, base_size)
-            with self.name_scope():
-                head = _PSPHead(nclass, norm_layer=norm_layer, norm_kwargs=norm_kwargs,
-                                feature_map_height=fh, feature_map_width=fw)
-                # _PSPHead assumes a 2048-channel map: its pyramid pooling and first
-                # convolution are rebuilt for the backbone's c4 channels.
-                head.psp = _PyramidPooling(c4, height=fh, width=fw, norm_layer=norm_layer,
-                                           norm_kwargs=norm_kwargs)
-                with head.block.name_scope():
-                    set_child(head.block, "0", nn.Conv2D(in_channels=2 * c4, channels=512,
-                                                         kernel_size=3, padding=1,
-                                                         use_bias=False))
-                self.head = head
-                self.head.initialize(ctx=ctx)
-                self.head.collect_params().setattr("lr_mult", 10)
-                aux_head(self, c3, nclass, norm_layer, norm_kwargs, ctx)
+        @staticmethod
+        def _make_head(nclass, c4, fh, fw, norm_layer, norm_kwargs):
+            head = _PSPHead(nclass, norm_layer=norm_layer, norm_kwargs=norm_kwargs,
+                            feature_map_height=fh, feature_map_width=fw)
+            # _PSPHead assumes a 2048-channel map: its pyramid pooling and first
+            # convolution are rebuilt for the backbone's c4 channels.
+            head.psp = _PyramidPooling(c4, height=fh, width=fw, norm_layer=norm_layer,
+                                       norm_kwargs=norm_kwargs)
+            with head.block.name_scope():
+                set_child(head.block, "0", nn.Conv2D(in_channels=2 * c4, channels=512,
+                                                     kernel_size=3, padding=1, use_bias=False))
+            return head
 
     class ResAttnDeepLabV3(_Backbone, DeepLabV3):
         """GluonCV's :class:`DeepLabV3` with a resattn backbone (``base_forward``)."""
 
-        def __init__(self, net, nclass, aux=True, ctx=None, base_size=520, crop_size=480,
-                     norm_layer=nn.BatchNorm, norm_kwargs=None):
-            c3, c4, fh, fw = self._setup(net, nclass, aux, crop_size, base_size)
-            with self.name_scope():
-                head = _DeepLabHead(nclass, norm_layer=norm_layer, norm_kwargs=norm_kwargs,
-                                    height=fh, width=fw)
-                # _DeepLabHead's ASPP assumes a 2048-channel map: rebuilt for c4 channels.
-                with head.name_scope():
-                    head.aspp = _ASPP(c4, [12, 24, 36], norm_layer=norm_layer,
-                                      norm_kwargs=norm_kwargs, height=fh, width=fw)
-                self.head = head
-                self.head.initialize(ctx=ctx)
-                self.head.collect_params().setattr("lr_mult", 10)
-                aux_head(self, c3, nclass, norm_layer, norm_kwargs, ctx)
+        @staticmethod
+        def _make_head(nclass, c4, fh, fw, norm_layer, norm_kwargs):
+            head = _DeepLabHead(nclass, norm_layer=norm_layer, norm_kwargs=norm_kwargs,
+                                height=fh, width=fw)
+            # _DeepLabHead's ASPP assumes a 2048-channel map: rebuilt for c4 channels.
+            with head.name_scope():
+                head.aspp = _ASPP(c4, [12, 24, 36], norm_layer=norm_layer,
+                                  norm_kwargs=norm_kwargs, height=fh, width=fw)
+            return head
 
     return {"fcn": ResAttnFCN, "psp": ResAttnPSPNet, "deeplab": ResAttnDeepLabV3}
 

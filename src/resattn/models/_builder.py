@@ -375,8 +375,8 @@ def get_model(name, pretrained=False, ctx=None, root=None, features_only=False, 
     (32, 'squash')
     """
     if features_only:
-        from .features import _check_indices, feature_net
-        indices = _check_indices(out_indices)  # before building or downloading anything
+        from .features import check_out_indices, feature_net
+        indices = check_out_indices(out_indices)  # before building or downloading anything
         net = get_model(name, pretrained=pretrained, ctx=ctx, root=root, **kwargs)
         return feature_net(net, indices)
     if out_indices is not None:

@@ -52,7 +52,7 @@ _NATIVE = "_resattn_native_strides"
 _DILATION = "_resattn_dilation"
 
 
-def _check_net(net, what="a ResidualAttentionNet"):
+def check_network(net, what="a ResidualAttentionNet"):
     from .network import ResidualAttentionNet
     if not isinstance(net, ResidualAttentionNet):
         raise ValueError("%s expects %s (resattn.get_model(...)), got %s"
@@ -222,12 +222,12 @@ class FeatureInfo:
 
 
 def feature_info(net, out_indices=None):
-    """:class:`FeatureInfo` of a ResidualAttentionNet's outputs ``out_indices`` (default all five)."""
-    _check_net(net, "feature_info")
-    return FeatureInfo(net, _check_indices(out_indices))
+    """:class:`FeatureInfo` of a ResidualAttentionNet's blocks ``out_indices`` (default all)."""
+    check_network(net, "feature_info")
+    return FeatureInfo(net, check_out_indices(out_indices))
 
 
-def _check_indices(out_indices):
+def check_out_indices(out_indices):
     if out_indices is None:
         return tuple(range(_NUM))
     if isinstance(out_indices, numbers.Integral) and not isinstance(out_indices, bool):
@@ -281,8 +281,8 @@ class ResidualAttentionFeatures(HybridBlock):
     """
 
     def __init__(self, net, out_indices=None, **kwargs):
-        _check_net(net, "ResidualAttentionFeatures")
-        indices = _check_indices(out_indices)
+        check_network(net, "ResidualAttentionFeatures")
+        indices = check_out_indices(out_indices)
         stop = _head_stop(net)
         super().__init__(**kwargs)
         self._out_indices = indices
@@ -381,7 +381,7 @@ def trunk_blocks(net, start, stop):
     backbone this way (GluonCV's ``features``/``top_features`` of Faster R-CNN,
     YOLOv3's ``stages``).
     """
-    _check_net(net, "trunk_blocks")
+    check_network(net, "trunk_blocks")
     if not 0 <= start <= stop < _NUM:
         raise ValueError("trunk_blocks: blocks %r..%r are not a range of 0..%d"
                          % (start, stop, _NUM - 1))
@@ -432,7 +432,7 @@ def _set_conv(conv, stride=None, dilation=None):
 
 def output_strides(net):
     """The output strides :func:`dilate` can give ``net``: its strides after each block."""
-    native = _native_strides(_check_net(net, "output_strides"))
+    native = _native_strides(check_network(net, "output_strides"))
     values, total = [], 1
     for s in native:
         total *= s
@@ -483,7 +483,7 @@ def dilate(net, output_stride):
     ValueError
         ``output_stride`` not among those the network can give (they are named).
     """
-    _check_net(net, "dilate")
+    check_network(net, "dilate")
     allowed = output_strides(net)
     if isinstance(output_stride, bool) or output_stride not in allowed:
         raise ValueError("output_stride must be one of %s for this network (its strides after "

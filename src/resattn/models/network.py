@@ -27,7 +27,10 @@ class ResidualAttentionNet(HybridBlock):
     The network is split as in the Gluon model zoo: ``features`` (stem,
     ``stage1..3``, head; indices 0..4) and ``output``. Global pooling makes
     every input size at least :attr:`min_input_size` work; a smaller input is
-    a ValueError that names it.
+    a ValueError that names it. As a backbone (timm's interface):
+    :attr:`feature_info`, :meth:`forward_features`, :meth:`forward_head`,
+    :meth:`reset_classifier`, and ``get_model(name, features_only=True)``
+    (:mod:`resattn.models.features`).
 
     Parameters
     ----------

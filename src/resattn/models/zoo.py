@@ -117,7 +117,7 @@ def _build(arch, width_mult=1.0, last_gamma=False, **kwargs):
     unknown = sorted(set(kwargs) - set(_ACCEPTED))
     if unknown:
         raise ValueError("unknown keyword argument%s %s; a zoo model accepts: %s, and "
-                         "get_model's pretrained, ctx, root"
+                         "get_model's pretrained, ctx, root, features_only, out_indices"
                          % ("s" if len(unknown) > 1 else "", ", ".join(unknown),
                             ", ".join(_ACCEPTED)))
     spec = dict(arch)
