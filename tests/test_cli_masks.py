@@ -98,7 +98,7 @@ def test_masks_from_image_files(trained, tmp_path, capsys):
     (["--reduce", "median", "--dataset", "digits", "--index", "0"], "--reduce must be"),
     (["--dataset", "digits", "--index", "0", "--score"], "--score needs --dataset cluttered"),
     ([], "give image files, or --dataset"),
-    (["/no/such.png"], "cannot read image /no/such.png"),
+    (["/no/such.png"], "cannot read image '/no/such.png'"),
 ])
 def test_masks_bad_arguments(trained, extra, fragment, capsys):
     assert _run(["masks", "--params", str(trained / "best.params"), "-o",

@@ -145,7 +145,8 @@ def configure(environ=None, modules=None):
             CHOICE = (None, "MXNet was imported before resattn and could not be reached (%s), "
                             "so its own default applies (half the logical CPUs); import "
                             "resattn first or set OMP_NUM_THREADS=%d" % (failure, cores))
-            _UNREACHED.append(CHOICE[1])
+            if modules is sys.modules:  # the live process, not a caller's what-if
+                _UNREACHED[:] = [CHOICE[1]]
     else:
         cores = physical_cores(cpus)
         environ["OMP_NUM_THREADS"] = str(cores)

@@ -7,6 +7,7 @@ so a Python user who applies it gets the same numbers.
 """
 import os
 
+from .._checks import check_int
 from ._base import add_model_args, check_choice, command, load_trained
 
 __all__ = ["FORMATS", "IMAGE_EXTENSIONS", "image_files"]
@@ -107,12 +108,9 @@ def _predict(args):
     from ..data import create_transform, resolve_data_config
     from ..data.images import read_image
     check_choice("--format", args.format, FORMATS)
-    if args.top_k < 1:
-        raise ValueError("--top-k must be >= 1, got %d" % args.top_k)
-    if args.batch_size < 1:
-        raise ValueError("--batch-size must be >= 1, got %d" % args.batch_size)
-    if args.max_image_pixels is not None and args.max_image_pixels < 1:
-        raise ValueError("--max-image-pixels must be >= 1, got %d" % args.max_image_pixels)
+    for option, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size)):
+        check_int(option, value, 1)
+    check_int("--max-image-pixels", args.max_image_pixels, 1, allow_none=True)
     net, model, _ = load_trained(args)
     cfg = net.pretrained_cfg
     classes = net.classes
