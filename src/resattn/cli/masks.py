@@ -1,18 +1,17 @@
 """``resattn masks``: draw (and score) the soft masks of a trained model."""
-import os
 
 import numpy as np
 
-from ._base import (add_model_args, command, load_trained, saved_config, size_type,
-                    weights_data_kwargs)
+from ._base import add_model_args, command, load_trained, size_type, weights_data_kwargs
 
 __all__ = ["load_images", "denormalise"]
 
 
 def denormalise(x, mean, std):
-    """(N, 3, H, W) normalised batch -> (N, H, W, 3) float images in [0, 1] for plotting."""
-    x = np.asarray(x, dtype=np.float32).transpose(0, 2, 3, 1)
-    return np.clip(x * np.asarray(std, np.float32) + np.asarray(mean, np.float32), 0, 1)
+    """(N, 3, H, W) normalised batch -> (N, H, W, 3) float images in [0, 1] for plotting
+    (:func:`resattn.data.transforms.denormalize`, kept under its 0.1 name)."""
+    from ..data.transforms import denormalize
+    return denormalize(x, mean, std)
 
 
 def load_images(paths, transform, max_pixels=None):
@@ -50,17 +49,17 @@ def _masks(args):
     from ..data import create_transform, dataset_info, get_dataset, resolve_data_config
     from ..masks import capture, score_by_stage
     from ..viz import plot_masks
-    saved = saved_config(args.params) if args.params and os.path.isfile(args.params) else {}
-    dataset = args.dataset or saved.get("dataset")
     if bool(args.images) == bool(args.dataset and args.index):
         raise ValueError("give image files, or --dataset with --index (not both, not neither)")
+    reduce = _reduction(args.reduce)
+    # The run's config.json (read once, by the loader) names its dataset when --dataset does not.
+    net, model, saved = load_trained(
+        args, classes=dataset_info(args.dataset)["classes"] if args.dataset else None)
+    dataset = args.dataset or saved.get("dataset")
     if args.score and not (dataset or "").startswith("cluttered-digits"):
         raise ValueError("--score needs --dataset cluttered-digits (its digit boxes are known), "
                          "got %r" % dataset)
-    reduce = _reduction(args.reduce)
     info = dataset_info(dataset) if dataset else None
-    classes = saved.get("classes") or (info and info["classes"])
-    net, model, saved = load_trained(args, classes=classes)
     data_kw = weights_data_kwargs(net)  # the weights' own preprocessing, as eval applies it
     cfg = net.pretrained_cfg
     if data_kw:

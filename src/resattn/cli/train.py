@@ -262,27 +262,19 @@ def _finetune_source(args, kwargs):
     verified, converted once); the weights' architecture fills the arguments not given, and
     given ones that contradict it are refused."""
     from ..io import read_weights_config
-    from ..models import fetch_weights, list_weights
+    from ..models import merge_arch, resolve_weights
     from ..models.pretrained import PretrainedCfg
-    source = args.finetune
-    if source in [w.tag for w in list_weights()]:
-        path = fetch_weights(source)
-    elif os.path.isfile(source):
-        path = source
-    else:
-        raise ValueError("--finetune %s: no such file, nor a published weights tag (%s)"
-                         % (source, ", ".join(w.tag for w in list_weights())))
+    try:
+        path, _ = resolve_weights(args.finetune)
+    except ValueError as err:
+        raise ValueError("--finetune %s" % err) from None
     config = read_weights_config(path)
     if config is None:
         return path, None, kwargs
     arch = {k: v for k, v in config["arch"].items() if k != "classes"}
-    clash = ["--%s %s (the weights need %s)" % (k.replace("_", "-"), kwargs[k], arch[k])
-             for k in sorted(set(arch) & set(kwargs)) if kwargs[k] != arch[k]]
-    if clash:
-        raise ValueError("%s contradict%s the weights of --finetune %s; leave %s out"
-                         % (", ".join(clash), "s" if len(clash) == 1 else "", source,
-                            "it" if len(clash) == 1 else "them"))
-    return path, PretrainedCfg.from_config(config, file=path), dict(arch, **kwargs)
+    kwargs = merge_arch("the weights of --finetune %s" % args.finetune, arch, kwargs,
+                        overridable=False)
+    return path, PretrainedCfg.from_config(config, file=path), kwargs
 
 
 def _load_for_finetuning(net, path, ctx):

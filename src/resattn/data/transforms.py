@@ -7,7 +7,7 @@ import numpy as np
 
 from ._common import STYLES
 
-__all__ = ["Preprocess", "create_transform", "pad_crop", "random_flip", "cutout",
+__all__ = ["Preprocess", "create_transform", "denormalize", "pad_crop", "random_flip", "cutout",
            "random_resized_crop", "resize_short", "center_crop"]
 
 #: OpenCV's resampling of each :data:`resattn.models.pretrained.INTERPOLATIONS` name.
@@ -171,11 +171,9 @@ class Preprocess:
                    tuple(round(float(v), 4) for v in self.std)))
 
     def denormalize(self, x):
-        """Network inputs back to images for plotting: (3, H, W) or (N, 3, H, W) float32 to
-        (H, W, 3) or (N, H, W, 3) float32 in [0, 1]."""
-        x = np.asarray(x.asnumpy() if hasattr(x, "asnumpy") else x, np.float32)
-        x = np.moveaxis(x, -3, -1)
-        return np.clip(x * self.std + self.mean, 0, 1)
+        """Network inputs back to images for plotting (:func:`denormalize` with this
+        transform's mean and std)."""
+        return denormalize(x, self.mean, self.std)
 
     def __call__(self, img, rng=None):
         img = _as_float_rgb(img)
@@ -225,6 +223,15 @@ def _as_float_rgb(img):
     if img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     return img
+
+
+def denormalize(x, mean, std):
+    """Network inputs back to images for plotting: (3, H, W) or (N, 3, H, W) float32
+    normalised with ``mean``/``std`` (of images in [0, 1]) to (H, W, 3) or (N, H, W, 3)
+    float32 in [0, 1]."""
+    x = np.asarray(x.asnumpy() if hasattr(x, "asnumpy") else x, np.float32)
+    x = np.moveaxis(x, -3, -1)
+    return np.clip(x * np.asarray(std, np.float32) + np.asarray(mean, np.float32), 0, 1)
 
 
 def create_transform(input_size, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),

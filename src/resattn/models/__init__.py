@@ -32,7 +32,8 @@ __getattr__, __dir__, __all__ = _attach(__name__, {
                  "default_weights"],
     ".complexity": ["Layer", "Profile", "profile"],
     ".zoo": ["MODEL_SPECS", "model_config"],
-    "._builder": ["get_model", "load_model", "fetch_weights", "convert_file", "run_config"],
+    "._builder": ["get_model", "load_model", "fetch_weights", "convert_file", "run_config",
+                  "resolve_weights", "merge_arch"],
     "._deprecated": ["get_model_list", "get_model_spec", "load_pretrained", "short_hash"],
 })
 __all__ = [n for n in __all__ if n not in ("get_model_list", "get_model_spec", "load_pretrained",

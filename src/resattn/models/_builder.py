@@ -26,7 +26,7 @@ from .weights import (SOURCE_NORMALIZATION, Weights, _tags, default_weights, fin
                       get_weights)
 
 __all__ = ["get_model", "load_model", "fetch_weights", "convert_file", "attach_cfg",
-           "run_config"]
+           "run_config", "resolve_weights", "merge_arch"]
 
 
 def attach_cfg(net, cfg):
@@ -172,8 +172,9 @@ def convert_file(model_name, weights, source, out_path, **model_kwargs):
 
 
 # ----------------------------------------------------------------------------- loading
-def _resolve_weights(weights, root, progress):
-    """``(path, entry or None)`` of a tag, an entry or a path."""
+def resolve_weights(weights, root=None, progress=True):
+    """``(path, entry or None)`` of a published tag or entry (fetched: downloaded, verified
+    and converted once, :func:`fetch_weights`) or a path (which must be a file)."""
     if isinstance(weights, Weights) or (isinstance(weights, str) and weights in _tags()):
         entry = get_weights(weights)
         return fetch_weights(entry, root=root, progress=progress), entry
@@ -189,16 +190,22 @@ def _resolve_weights(weights, root, progress):
     return path, None
 
 
-def _merge(what, arch, user, override):
-    """Builder arguments: the weights', then the caller's, which may not contradict them."""
+def merge_arch(what, arch, user, override=False, overridable=True):
+    """Builder arguments: the weights' ``arch``, then the caller's ``user``, which may not
+    contradict them (unless ``override``); the one check of every loader and command.
+
+    ``what`` names the weights in the error; ``overridable=False`` leaves the
+    ``override=True`` advice out of it (for callers that offer no override).
+    """
     clash = ["%s=%r (the weights need %r)" % (k, user[k], arch[k])
              for k in sorted(set(arch) & set(user)) if user[k] != arch[k]]
     if clash and not override:
         n = len(clash)
-        raise ValueError("%s contradict%s %s; leave %s out, or pass override=True "
-                         "(--override-config) to use %s anyway"
-                         % (", ".join(clash), "s" if n == 1 else "", what,
-                            "it" if n == 1 else "them", "it" if n == 1 else "them"))
+        them = "it" if n == 1 else "them"
+        raise ValueError("%s contradict%s %s; leave %s out%s"
+                         % (", ".join(clash), "s" if n == 1 else "", what, them,
+                            ", or pass override=True (--override-config) to use %s anyway"
+                            % them if overridable else ""))
     return dict(arch, **user)
 
 
@@ -256,8 +263,8 @@ def load_model(weights, model=None, ctx=None, root=None, override=False, classes
     if isinstance(weights, Weights) or (isinstance(weights, str) and weights in _tags()):
         # Before any download: arguments that contradict the published entry.
         entry = get_weights(weights)
-        _merge("weights %r" % entry.tag, dict(entry.arch), kwargs, override)
-    path, entry = _resolve_weights(weights, root, progress)
+        merge_arch("weights %r" % entry.tag, dict(entry.arch), kwargs, override)
+    path, entry = resolve_weights(weights, root, progress)
     config = read_weights_config(path)
     saved = run_config(path) if config is None else {}
     if config is not None:
@@ -267,7 +274,7 @@ def load_model(weights, model=None, ctx=None, root=None, override=False, classes
                              "or pass override=True (--override-config)"
                              % (path, config["model"], config_path(path), model))
         name = model if (model is not None and override) else config["model"]
-        arch = _merge(what, dict(config["arch"]), kwargs, override)
+        arch = merge_arch(what, dict(config["arch"]), kwargs, override)
     else:
         name = model or saved.get("model")
         if not name:
