@@ -262,12 +262,13 @@ def _finetune_source(args, kwargs):
     verified, converted once); the weights' architecture fills the arguments not given, and
     given ones that contradict it are refused."""
     from ..io import read_weights_config
-    from ..models import merge_arch, resolve_weights
+    from ..models import list_weights, merge_arch, resolve_weights
     from ..models.pretrained import PretrainedCfg
-    try:
-        path, _ = resolve_weights(args.finetune)
-    except ValueError as err:
-        raise ValueError("--finetune %s" % err) from None
+    tags = [w.tag for w in list_weights()]
+    if args.finetune not in tags and not os.path.isfile(args.finetune):
+        raise ValueError("--finetune %s: no such file, nor a published weights tag (%s)"
+                         % (args.finetune, ", ".join(tags)))
+    path, _ = resolve_weights(args.finetune)
     config = read_weights_config(path)
     if config is None:
         return path, None, kwargs
