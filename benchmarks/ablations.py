@@ -50,7 +50,7 @@ import os
 import sys
 
 from _common import describe_machine
-from seed_study import read_rows, run_study
+from seed_study import read_rows, run_study, verdict
 
 _A56 = ["--model", "attention56_cifar", "--width-mult", "0.0625"]
 _A92 = ["--model", "attention92_cifar", "--width-mult", "0.0625"]
@@ -106,57 +106,236 @@ EXPERIMENTS = {
 }
 
 
-def plot(root, arms, seeds, path, title):
+def plot(root, arms, seeds, path, title, columns=4):
+    """Every seed's test top-1 and training loss per epoch, one pair of panels per arm."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(arms), figsize=(3.2 * len(arms), 2.8), sharey=True,
-                             squeeze=False)
-    for ax, name in zip(axes[0], arms):
+    columns = min(columns, len(arms))
+    lines = -(-len(arms) // columns)
+    fig, axes = plt.subplots(2 * lines, columns, figsize=(3.2 * columns, 4.6 * lines),
+                             sharex=True, squeeze=False)
+    for i, name in enumerate(arms):
+        top, bottom = axes[2 * (i // columns)][i % columns], axes[2 * (i // columns) + 1][
+            i % columns]
         for seed in seeds:
             rows = read_rows(os.path.join(root, name, "seed%d" % seed))
             if rows:
-                ax.plot([r["epoch"] for r in rows], [r["val_top1"] for r in rows], lw=1,
-                        label="seed %d" % seed)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test top-1")
+                epochs = [r["epoch"] for r in rows]
+                top.plot(epochs, [r["val_top1"] for r in rows], lw=1, label="seed %d" % seed)
+                bottom.plot(epochs, [r["train_loss"] for r in rows], lw=1)
+        top.set_title(name, fontsize=9)
+        top.set_ylim(0, 1)
+        bottom.set_xlabel("epoch")
+        bottom.set_ylim(0, 2.5)
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+        if i % columns == 0:
+            top.set_ylabel("test top-1")
+            bottom.set_ylabel("training loss")
+    for j in range(len(arms), lines * columns):
+        for ax in (axes[2 * (j // columns)][j % columns], axes[2 * (j // columns) + 1][j % columns]):
+            ax.axis("off")
+    axes[0][0].legend(fontsize=6)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def mask_scores(root, arm, seeds, image_size):
-    """Inside/outside-box score per stage of each attention run's best.params (mean +- std)."""
+def interval(values, level=0.95):
+    """``(mean, half-width)`` of Student's t interval for the mean of ``values``."""
     import statistics
 
+    from scipy import stats
+    if len(values) < 2:
+        return (values[0] if values else float("nan")), float("nan")
+    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) \
+        / len(values) ** 0.5
+    return statistics.mean(values), half
+
+
+def converged(root, name, seeds, epochs, classes=10, tolerance=0.10):
+    """``(runs, left_out)`` of one arm: the finished runs whose final training loss is within
+    ``tolerance`` of the arm's lowest, ``{seed: summary}``, and the others, ``{seed: why}``."""
+    finished, left_out = {}, {}
+    for seed in seeds:
+        status, summary = verdict(read_rows(os.path.join(root, name, "seed%d" % seed)),
+                                  classes, epochs)
+        if status == "incomplete":
+            left_out[seed] = "not finished"
+        elif status == "failed":
+            left_out[seed] = "ended near chance (top-1 %.3f, training loss %.3f)" % (
+                summary["final_top1"], summary["final_train_loss"])
+        else:
+            finished[seed] = summary
+    if finished:
+        best = min(r["final_train_loss"] for r in finished.values())
+        for seed, r in list(finished.items()):
+            if r["final_train_loss"] > (1 + tolerance) * best:
+                left_out[seed] = ("not converged: final training loss %.3f, more than %d%% "
+                                  "above the arm's lowest %.3f" % (
+                                      r["final_train_loss"], round(100 * tolerance), best))
+                del finished[seed]
+    return finished, left_out
+
+
+def compare(root, first, second, seeds, epochs):
+    """Paired by seed: ``first`` minus ``second`` in final test top-1 over the seeds where
+    both arms converged; a dict with the differences, their mean and 95% interval."""
+    a, out_a = converged(root, first, seeds, epochs)
+    b, out_b = converged(root, second, seeds, epochs)
+    both = [s for s in seeds if s in a and s in b]
+    diffs = [a[s]["final_top1"] - b[s]["final_top1"] for s in both]
+    mean, half = interval(diffs)
+    return {"first": first, "second": second, "seeds": both, "differences": diffs,
+            "mean": mean, "ci95": half,
+            "first_top1": {s: a[s]["final_top1"] for s in a},
+            "second_top1": {s: b[s]["final_top1"] for s in b},
+            "first_loss": {s: a[s]["final_train_loss"] for s in a},
+            "second_loss": {s: b[s]["final_train_loss"] for s in b},
+            "left_out": {first: out_a, second: out_b}}
+
+
+def describe_comparison(c):
+    lines = ["| seed | %s | %s | difference |" % (c["first"], c["second"]),
+             "|---:|---:|---:|---:|"]
+    for seed, d in zip(c["seeds"], c["differences"]):
+        lines.append("| %d | %.4f (loss %.3f) | %.4f (loss %.3f) | %+.4f |" % (
+            seed, c["first_top1"][seed], c["first_loss"][seed], c["second_top1"][seed],
+            c["second_loss"][seed], d))
+    lines.append("| mean, 95%% interval | | | **%+.4f +- %.4f** (%d pairs) |" % (
+        c["mean"], c["ci95"], len(c["seeds"])))
+    for arm, why in c["left_out"].items():
+        for seed, reason in sorted(why.items()):
+            lines.append("| %d | left out of %s: %s | | |" % (seed, arm, reason))
+    return "\n".join(lines)
+
+
+def box_scores(root, arms, seeds, canvas=64, data_seed=0):
+    """Inside/outside-box scores of each run's ``best.params`` on the fixed test set.
+
+    For every arm and seed, per stage: the soft masks' ratio of means and AUC
+    (attention arms), and the same two scores of the trunk features' magnitude
+    ``|T|`` (every arm; for a plain network the output of the units standing
+    where the module's trunk would), the baseline of what features do anyway.
+    Returns ``{arm: {seed: {"mask_ratio": {stage: v}, ...}}}``.
+    """
     import resattn
-    from resattn.data import ClutteredDigits
+    from resattn.data import get_dataset
     from resattn.masks import score_by_stage
     import numpy as np
-    per_stage = {}
-    for seed in seeds:
-        # Each run's data come from its own seed (resattn train passes --seed to the dataset).
-        data = ClutteredDigits(train=False, seed=seed, canvas=image_size)
-        x = np.stack([data[i][0].asnumpy() for i in range(len(data))])
-        params = os.path.join(root, arm, "seed%d" % seed, "best.params")
-        if not os.path.isfile(params):
-            continue
-        net = resattn.get_model("attention56_cifar", width_mult=0.0625, classes=10)
-        net.load_parameters(params)
-        for stage, value in score_by_stage(net, x, data.boxes, batch_size=120).items():
-            per_stage.setdefault(stage, []).append(float(value))
-    lines = ["| stage | mask mean inside box / outside (mean +- std over seeds) | seeds |",
-             "|---|---|---:|"]
-    for stage, values in per_stage.items():
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        lines.append("| %s | %.3f +- %.3f (%s) | %d |" % (
-            stage, statistics.mean(values), std, ", ".join("%.3f" % v for v in values),
-            len(values)))
-    return per_stage, "\n".join(lines)
+    sets = {}
+
+    def test_set(seed):  # data_seed None: each run made its own data from its seed
+        key = seed if data_seed is None else data_seed
+        if key not in sets:
+            data = get_dataset("cluttered-digits", train=False, seed=key, image_size=canvas)
+            sets[key] = np.stack([data[i][0].asnumpy() for i in range(len(data))]), data.boxes
+        return sets[key]
+
+    found = {}
+    for arm in arms:
+        for seed in seeds:
+            params = os.path.join(root, arm, "seed%d" % seed, "best.params")
+            if not os.path.isfile(params):
+                continue
+            x, boxes = test_set(seed)
+            net = resattn.load_model(params)
+            plain = not net.attention_modules
+            row = {}
+            for source in (("trunk",) if plain else ("mask", "trunk")):
+                for score in ("ratio", "auc"):
+                    row["%s_%s" % (source, score)] = dict(score_by_stage(
+                        net, x, boxes, batch_size=120, source=source, score=score))
+            found.setdefault(arm, {})[seed] = row
+    return found
+
+
+def describe_scores(scores):
+    """A Markdown table: per arm, score and stage, the mean +- std over seeds and each seed."""
+    import statistics
+    lines = ["| arm | map | score | stage | mean +- std over seeds | per seed |",
+             "|---|---|---|---|---|---|"]
+    for arm, by_seed in scores.items():
+        keys = next(iter(by_seed.values())).keys()
+        for key in keys:
+            source, score = key.split("_")
+            for stage in next(iter(by_seed.values()))[key]:
+                values = [by_seed[s][key][stage] for s in sorted(by_seed)]
+                std = statistics.stdev(values) if len(values) > 1 else 0.0
+                lines.append("| %s | %s | %s | %s | %.3f +- %.3f | %s |" % (
+                    arm, "M" if source == "mask" else "|T|", score, stage,
+                    statistics.mean(values), std, ", ".join("%.3f" % v for v in values)))
+    return "\n".join(lines)
+
+
+def mask_figures(root, arm, seeds, epochs, out, indices=(0, 1, 2, 3)):
+    """``resattn masks`` figures of the best and the worst converged seed of ``arm``."""
+    import subprocess
+    runs, _ = converged(root, arm, seeds, epochs)
+    if not runs:
+        return {}
+    ranked = sorted(runs, key=lambda s: runs[s]["final_top1"])
+    figures = {}
+    for label, seed in (("best", ranked[-1]), ("worst", ranked[0])):
+        path = os.path.join(out, "masks_%s_%s_seed%d.png" % (arm, label, seed))
+        subprocess.run([sys.executable, "-m", "resattn", "masks", "--params",
+                        os.path.join(root, arm, "seed%d" % seed, "best.params"),
+                        "--dataset", "cluttered-digits", "--index"]
+                       + [str(i) for i in indices] + ["--score", "-o", path], check=True)
+        figures[label] = {"seed": seed, "top1": runs[seed]["final_top1"], "path": path}
+    return figures
+
+
+def noise_table(root, seeds, epochs, levels=(0, 30, 50, 70)):
+    """Per noise level: both arms' converged runs and the paired difference."""
+    found = {}
+    for level in levels:
+        found[level] = compare(root, "noise%d-attention" % level, "noise%d-plain" % level,
+                               seeds, epochs)
+    return found
+
+
+def describe_noise(table):
+    lines = ["| training labels replaced | attention: test top-1 | plain: test top-1 | "
+             "attention - plain, paired (95% interval) | left out |", "|---:|---|---|---|---|"]
+    for level, c in table.items():
+        cells = []
+        for key in ("first_top1", "second_top1"):
+            m, h = interval(list(c[key].values()))
+            cells.append("%.4f +- %.4f (%d runs)" % (m, h, len(c[key])))
+        left = "; ".join("%s seed %d: %s" % (arm, seed, why) for arm, w in c["left_out"].items()
+                         for seed, why in sorted(w.items())) or "none"
+        lines.append("| %d%% | %s | %s | %+.4f +- %.4f | %s |" % (
+            level, cells[0], cells[1], c["mean"], c["ci95"], left))
+    return "\n".join(lines)
+
+
+def plot_noise(table, path):
+    """Test top-1 against the fraction of wrong training labels, both arms, every seed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    levels = list(table)
+    for key, label, colour, shift in (("first_top1", "attention (Attention-56 / 16)", "C0",
+                                       -0.6), ("second_top1", "plain, same depth", "C1", 0.6)):
+        means, halves = zip(*(interval(list(table[n][key].values())) for n in levels))
+        ax.errorbar([n + shift for n in levels], means, yerr=halves, color=colour, marker="o",
+                    capsize=3, label=label)
+        for n in levels:
+            values = list(table[n][key].values())
+            ax.scatter([n + shift] * len(values), values, color=colour, s=8, alpha=0.5)
+    ax.set_xlabel("training labels replaced by wrong ones (%)")
+    ax.set_ylabel("test top-1 (true labels)")
+    ax.set_xticks(levels)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("label noise: mean and 95% interval over seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv=None):
@@ -184,12 +363,36 @@ def main(argv=None):
     with open(os.path.join(args.out, "%s.json" % args.experiment), "w") as f:
         json.dump({"arms": arms, "epochs": epochs, "seeds": seeds, "results": table}, f,
                   indent=1)
-    if args.score and args.experiment == "attention-vs-plain":
-        scores, score_text = mask_scores(args.out, "cluttered40-attention-zero-init", seeds, 40)
-        print(score_text)
-        with open(os.path.join(args.out, "mask_scores.json"), "w") as f:
-            json.dump(scores, f, indent=1)
+    if args.experiment == "attention-vs-plain-64":
+        comparison = compare(args.out, *names, seeds, epochs)
+        print(describe_comparison(comparison))
+        scores = box_scores(args.out, names, seeds)
+        print(describe_scores(scores))
+        figures = mask_figures(args.out, names[0], seeds, epochs, args.out)
+        for label, fig in figures.items():
+            print("masks of the %s seed (%d, top-1 %.4f): %s" % (
+                label, fig["seed"], fig["top1"], fig["path"]))
+        _write_json(os.path.join(args.out, "%s-analysis.json" % args.experiment),
+                    {"comparison": comparison, "box_scores": scores, "mask_figures": figures})
+    elif args.experiment == "label-noise":
+        table = noise_table(args.out, seeds, epochs)
+        print(describe_noise(table))
+        path = os.path.join(args.out, "label-noise-top1.png")
+        plot_noise(table, path)
+        print("figure: %s" % path)
+        _write_json(os.path.join(args.out, "%s-analysis.json" % args.experiment), table)
+    elif args.score and args.experiment == "attention-vs-plain":
+        scores = box_scores(args.out, names, seeds, canvas=40, data_seed=None)
+        print(describe_scores(scores))
+        _write_json(os.path.join(args.out, "mask_scores.json"), scores)
     return 0
+
+
+def _write_json(path, value):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

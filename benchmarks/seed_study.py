@@ -104,14 +104,18 @@ def report(root, arms, seeds, classes, epochs):
 def run_study(root, arms, seeds, base, epochs, jobs=2, threads=1, classes=10):
     """Run every (arm, seed) not finished yet under ``root``; returns ``report(...)``."""
     todo = []
-    for name, flags in arms.items():
-        for seed in seeds:
+    # Seed by seed, so that a study stopped early has whole pairs (every arm at a seed).
+    for seed in seeds:
+        for name, flags in arms.items():
             out = os.path.join(root, name, "seed%d" % seed)
             if verdict(read_rows(out), classes, epochs)[0] != "incomplete":
                 continue
+            # A run stopped part-way (its checkpoint is written every epoch and on
+            # Ctrl-C) goes on from it; anything else starts again.
+            again = os.path.isfile(os.path.join(out, "last.params"))
             cmd = ([sys.executable, "-m", "resattn", "train"] + base + flags
                    + ["--epochs", str(epochs), "--seed", str(seed), "--out", out,
-                      "--overwrite", "--no-progress"])
+                      "--resume" if again else "--overwrite", "--no-progress"])
             todo.append((name, seed, out, cmd))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     running, tic = [], time.time()
@@ -119,7 +123,7 @@ def run_study(root, arms, seeds, base, epochs, jobs=2, threads=1, classes=10):
         while todo and len(running) < jobs:
             name, seed, out, cmd = todo.pop(0)
             os.makedirs(out, exist_ok=True)
-            log = open(os.path.join(out, "stdout.txt"), "w")
+            log = open(os.path.join(out, "stdout.txt"), "a")
             running.append((name, seed, subprocess.Popen(cmd, stdout=log,
                                                          stderr=subprocess.STDOUT, env=env), log))
         time.sleep(0.5)

@@ -12,8 +12,8 @@ from mxnet.gluon import nn
 import resattn
 from conftest import randomize_batchnorm
 from resattn import ResidualAttentionNet
-from resattn.masks import (Mask, MaskNet, box_score, capture, class_channels, reduce_mask,
-                           reduce_masks, score_by_stage)
+from resattn.masks import (Mask, MaskNet, box_auc, box_score, capture, capture_trunk,
+                           class_channels, reduce_mask, reduce_masks, score_by_stage)
 from resattn.viz import plot_masks, upsample
 
 
@@ -585,3 +585,101 @@ def test_capture_on_a_features_output_layout_keeps_stage_names():
         assert [m.name for m in masks] == ["stage2.module1", "stage4.module1"]
         assert [m.array.shape for m in masks] == [(1, 16, 32, 32), (1, 64, 8, 8)]
         np.testing.assert_allclose(logits, y, rtol=1e-4, atol=1e-5)
+
+
+def _pixel_auc(maps, boxes, factor):
+    """By hand: every (inside, outside) pixel pair of the nearest-upsampled maps."""
+    out = []
+    for m, (x0, y0, x1, y1) in zip(np.kron(maps, np.ones((factor, factor))), boxes):
+        inside = np.zeros(m.shape, bool)
+        inside[y0:y1, x0:x1] = True
+        a, b = m[inside][:, None], m[~inside][None, :]
+        out.append(((a > b).sum() + 0.5 * (a == b).sum()) / (a.size * b.size))
+    return np.array(out)
+
+
+def test_box_auc_known_maps_and_pixel_pairs():
+    maps = np.zeros((3, 6, 6))
+    maps[0, 1:3, 1:3] = 1.0          # open on the box only: 1
+    maps[1] = 1.0
+    maps[1, 1:3, 1:3] = 0.0          # closed on the box only: 0
+    boxes = np.array([[1, 1, 3, 3]] * 3)  # maps[2] constant: ties, 0.5
+    np.testing.assert_allclose(box_auc(maps, boxes, per_image=True), [1.0, 0.0, 0.5])
+    assert box_auc(maps, boxes) == pytest.approx(0.5)
+    # Cells cut by the boxes, ties included: the pairs of pixels counted one by one.
+    rng = np.random.RandomState(1)
+    small = rng.randint(0, 4, (4, 3, 4)).astype(float)
+    odd = np.array([[1, 2, 7, 5], [0, 1, 3, 8], [5, 0, 12, 9], [2, 2, 3, 3]])
+    np.testing.assert_allclose(box_auc(small, odd, (9, 12), per_image=True),
+                               _pixel_auc(small, odd, 3))
+    # Only the order counts: a monotone change of the map keeps it, unlike the ratio.
+    assert box_auc(np.exp(3 * small), odd, (9, 12)) == pytest.approx(
+        box_auc(small, odd, (9, 12)))
+    with pytest.raises(ValueError, match="whole"):
+        box_auc(np.ones((1, 4, 4)), [[0, 0, 4, 4]])
+
+
+def _trunks_by_hand(net, x):
+    """Each module's T(x) (plain blocks: the output of unit p + t) by the normal forward."""
+    found = []
+    h = net.features[0](x)
+    for s in range(1, 4):
+        stage = net.features[s]
+        h = stage[0](h)
+        for child in list(stage)[1:]:
+            if isinstance(child, resattn.AttentionModule):
+                found.append(child.trunk(child.pre(h)).asnumpy())
+                h = child(h)
+            else:
+                for i, unit in enumerate(child):
+                    h = unit(h)
+                    if i == net.p + net.t - 1:
+                        found.append(h.asnumpy())
+    return found
+
+
+@pytest.mark.parametrize("attention", ["mixed", "none"])
+def test_capture_trunk_matches_the_forward_by_hand(attention):
+    mx.random.seed(3)
+    net = _tiny(modules=(1, 2, 1), attention=attention, p=1, t=1)
+    x = _x(2, 32, 32)
+    logits, trunks = capture_trunk(net, x)
+    np.testing.assert_allclose(logits, net(x).asnumpy(), rtol=1e-5, atol=1e-6)
+    assert [(t.name, t.stage, t.index) for t in trunks] == [
+        ("stage1.module1", 1, 1), ("stage2.module1", 2, 1), ("stage2.module2", 2, 2),
+        ("stage3.module1", 3, 1)]
+    for got, want in zip(trunks, _trunks_by_hand(net, x)):
+        np.testing.assert_allclose(got.array, want, rtol=1e-5, atol=1e-6)
+    # Hybridized, the same features, and the network stays hybridized.
+    net.hybridize()
+    net(x)
+    again = capture_trunk(net, x).masks
+    assert resattn._compat.is_hybridized(net)
+    for a, b in zip(trunks, again):
+        np.testing.assert_allclose(a.array, b.array, rtol=1e-5, atol=1e-6)
+
+
+def test_score_by_stage_trunk_and_auc(net):
+    x = _x(3, 32, 32)
+    boxes = np.array([[4, 4, 20, 20], [0, 8, 16, 32], [10, 2, 30, 12]])
+    _, trunks = capture_trunk(net, x)
+    per_module = {t.name: box_score(np.abs(t.array).mean(axis=1), boxes, (32, 32))
+                  for t in trunks}
+    scores = score_by_stage(net, x, boxes, source="trunk")
+    assert scores["stage2"] == pytest.approx(
+        (per_module["stage2.module1"] + per_module["stage2.module2"]) / 2)
+    _, masks = capture(net, x)
+    auc = score_by_stage(net, x, boxes, score="auc", by="module")
+    for m in masks:
+        assert auc[m.name] == pytest.approx(box_auc(reduce_mask(m), boxes, (32, 32)))
+    plain = _tiny(attention="none")
+    assert list(score_by_stage(plain, x, boxes, source="trunk", score="auc")) == [
+        "stage1", "stage2", "stage3"]
+    with pytest.raises(ValueError, match="no AttentionModule"):
+        score_by_stage(plain, x, boxes)
+    with pytest.raises(ValueError, match="source must be one of 'mask', 'trunk', got 'T'"):
+        score_by_stage(net, x, boxes, source="T")
+    with pytest.raises(ValueError, match="score must be one of 'ratio', 'auc', got 'roc'"):
+        score_by_stage(net, x, boxes, score="roc")
+    with pytest.raises(ValueError, match="trunk capture needs a ResidualAttentionNet"):
+        capture_trunk(nn.Dense(3), x)

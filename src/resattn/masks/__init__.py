@@ -31,8 +31,8 @@ Examples
 from .._lazy import attach as _attach
 
 __getattr__, __dir__, __all__ = _attach(__name__, {
-    ".masknet": ["Mask", "Capture", "MaskNet", "capture"],
+    ".masknet": ["Mask", "Capture", "MaskNet", "capture", "capture_trunk"],
     ".reduce": ["REDUCTIONS", "reduce_mask", "reduce_masks"],
     ".attribution": ["ClassChannels", "class_channels"],
-    ".scores": ["box_score", "score_by_stage"],
+    ".scores": ["box_score", "box_auc", "score_by_stage"],
 })

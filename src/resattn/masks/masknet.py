@@ -21,7 +21,7 @@ from .. import _onednn
 from .._compat import imperative, is_hybridized, named_children, set_hybridized
 from ..models.blocks import AttentionModule
 
-__all__ = ["Mask", "Capture", "MaskNet", "capture"]
+__all__ = ["Mask", "Capture", "MaskNet", "capture", "capture_trunk"]
 
 #: One module's soft mask: ``name``, ``stage``, ``index`` and ``array``, a
 #: float32 numpy array ``(N, C, H, W)`` (or ``(N, H, W)`` once reduced by
@@ -282,3 +282,70 @@ def capture(net, x, hybridize=None):
         out = _onednn.safe_call(wrapper, wrapper.forward, x)
     masks = [Mask(name, s, k, m.asnumpy()) for (name, s, k), m in zip(wrapper.layout, out[1:])]
     return Capture(out[0].asnumpy(), masks)
+
+
+def _trunk_ends(net):
+    """``[(name, stage, index, block)]``: for each attention module of a ResidualAttentionNet
+    layout its trunk branch, for each plain block (``attention='none'``: ``2p + t`` units)
+    its ``(p + t)``-th unit, whose output stands where the module's ``T(x)`` would."""
+    features = getattr(net, "features", None)
+    if not isinstance(features, nn.HybridSequential) or not hasattr(net, "p") \
+            or not hasattr(net, "t"):
+        raise ValueError("trunk capture needs a ResidualAttentionNet (a `features` "
+                         "HybridSequential and its p and t), got %s" % type(net).__name__)
+    found = []
+    for s, block in enumerate(features):
+        if not isinstance(block, nn.HybridSequential) or s == 0 or s == len(features) - 1:
+            continue
+        # A stage is its transition unit, then its modules (or plain blocks).
+        for k, child in enumerate(list(block)[1:]):
+            name = "stage%d.module%d" % (s, k + 1)
+            if isinstance(child, AttentionModule):
+                found.append((name, s, k + 1, child.trunk))
+            elif isinstance(child, nn.HybridSequential) and len(child) == 2 * net.p + net.t:
+                found.append((name, s, k + 1, child[net.p + net.t - 1]))
+    if not found:
+        raise ValueError("%s has neither attention modules nor plain blocks of 2p + t = %d "
+                         "units in its stages; nothing to capture"
+                         % (type(net).__name__, 2 * net.p + net.t))
+    return found
+
+
+def capture_trunk(net, x):
+    """Run ``net`` on ``x`` in inference mode and return its trunk features ``T(x)``.
+
+    The counterpart of :func:`capture` for the baseline a mask is judged
+    against: what the features themselves do. For each attention module the
+    output of its trunk branch (``t`` units, before ``(1 + M) T``); for each
+    block of a plain network of the same depth (``attention='none'``, ``2p + t``
+    units) the output of its ``(p + t)``-th unit, which stands where the
+    module's ``T`` would. The network runs imperatively for the call (its
+    hybridization is restored).
+
+    Parameters
+    ----------
+    net : ResidualAttentionNet
+        With attention modules or plain blocks.
+    x : NDArray or array_like
+        Input batch ``(N, 3, H, W)``.
+
+    Returns
+    -------
+    Capture
+        ``(logits, masks)`` with ``masks`` a list of :class:`Mask` whose arrays
+        are the trunk features (N, C, H, W), signed, named
+        ``'stage{s}.module{k}'`` as the masks are.
+    """
+    ends = _trunk_ends(net)
+    x = _as_input(net, x)
+    seen = {}
+    handles = [block.register_forward_hook(
+        lambda blk, args, out, name=name: seen.__setitem__(name, out.asnumpy()))
+        for name, _, _, block in ends]
+    try:
+        with imperative(net), autograd.pause(train_mode=False):
+            out = net(x)
+    finally:
+        for handle in handles:
+            handle.detach()
+    return Capture(_to_numpy(out), [Mask(name, s, k, seen[name]) for name, s, k, _ in ends])

@@ -4,10 +4,14 @@ from collections import OrderedDict
 import mxnet as mx
 import numpy as np
 
-from .masknet import capture
+from .masknet import Mask, capture, capture_trunk
 from .reduce import reduce_masks
 
-__all__ = ["box_score", "score_by_stage"]
+__all__ = ["box_score", "box_auc", "score_by_stage"]
+
+#: What :func:`score_by_stage` scores, and how.
+SOURCES = ("mask", "trunk")
+SCORES = ("ratio", "auc")
 
 
 def _coverage(lo, hi, size, cells):
@@ -44,6 +48,54 @@ def box_score(maps, boxes, image_size=None, per_image=False):
     float or numpy.ndarray
         The mean ratio, or (N,) ratios; ``inf`` where a map is 0 outside the box.
     """
+    maps, boxes, inside = _inside(maps, boxes, image_size)
+    outside = 1.0 - inside
+    mean_in = (inside * maps).sum(axis=(1, 2)) / inside.sum(axis=(1, 2))
+    mean_out = (outside * maps).sum(axis=(1, 2)) / outside.sum(axis=(1, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = mean_in / mean_out
+    return ratios if per_image else float(ratios.mean())
+
+
+def box_auc(maps, boxes, image_size=None, per_image=False):
+    """How often a map is higher inside an object box than outside it.
+
+    Per image, the probability that a pixel drawn inside the box has a higher
+    map value than a pixel drawn outside (ties count one half): the area
+    under the ROC curve of the map as a detector of the box. 0.5 means no
+    preference, 1 that every pixel on the object outranks every pixel off it.
+    Unlike :func:`box_score`'s ratio of means it depends only on the order
+    of the values, so maps on different scales (a sigmoid mask near 0.5, a
+    feature magnitude near 0 off the object) compare on one footing. Pixels
+    are counted as :func:`box_score` counts them (a map cell weighs by its
+    area inside and outside the box).
+
+    Parameters
+    ----------
+    maps, boxes, image_size
+        As in :func:`box_score`.
+    per_image : bool
+        Return the N values instead of their mean.
+
+    Returns
+    -------
+    float or numpy.ndarray
+    """
+    maps, boxes, inside = _inside(maps, boxes, image_size)
+    values = np.empty(maps.shape[0])
+    for i, (v, w_in) in enumerate(zip(maps.reshape(len(maps), -1),
+                                      inside.reshape(len(maps), -1))):
+        w_out = 1.0 - w_in
+        uniq, inverse = np.unique(v, return_inverse=True)
+        win = np.bincount(inverse, w_in, len(uniq))
+        wout = np.bincount(inverse, w_out, len(uniq))
+        below = np.cumsum(wout) - wout  # outside weight strictly below each value
+        values[i] = (win * (below + 0.5 * wout)).sum() / (win.sum() * wout.sum())
+    return values if per_image else float(values.mean())
+
+
+def _inside(maps, boxes, image_size):
+    """Checked ``(maps, boxes, inside)``, ``inside`` (N, h, w) each cell's box coverage."""
     maps = np.asarray(maps, dtype=np.float64)
     boxes = np.asarray(boxes, dtype=np.float64)
     if maps.ndim != 3:
@@ -62,12 +114,7 @@ def box_score(maps, boxes, image_size=None, per_image=False):
                              % (i, tuple(boxes[i].tolist()), height, width))
     inside = _coverage(boxes[:, 1], boxes[:, 3], height, h)[:, :, None] \
         * _coverage(boxes[:, 0], boxes[:, 2], width, w)[:, None, :]
-    outside = 1.0 - inside
-    mean_in = (inside * maps).sum(axis=(1, 2)) / inside.sum(axis=(1, 2))
-    mean_out = (outside * maps).sum(axis=(1, 2)) / outside.sum(axis=(1, 2))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = mean_in / mean_out
-    return ratios if per_image else float(ratios.mean())
+    return maps, boxes, inside
 
 
 def _batches(data, batch_size):
@@ -81,8 +128,15 @@ def _batches(data, batch_size):
 
 
 def score_by_stage(net, data, boxes, image_size=None, reduce="mean", by="stage",
-                   batch_size=None, hybridize=None):
+                   batch_size=None, hybridize=None, source="mask", score="ratio"):
     """:func:`box_score` of every captured mask, averaged per stage (or per module).
+
+    With ``source='trunk'`` the same reduction is applied to the magnitude
+    ``|T(x)|`` of the trunk features (:func:`capture_trunk`) instead of the
+    soft masks: the baseline a mask's score is read against, available for
+    a plain network of the same depth (``attention='none'``) too. A network's
+    features are larger where the strokes are, so a score above 1 says
+    little until it is compared with that baseline.
 
     Parameters
     ----------
@@ -101,16 +155,28 @@ def score_by_stage(net, data, boxes, image_size=None, reduce="mean", by="stage",
     batch_size : int, optional
         Split an array ``data`` into batches of this size (default: one batch).
     hybridize : bool, optional
-        Passed to :func:`capture`.
+        Passed to :func:`capture` (``source='mask'``).
+    source : {'mask', 'trunk'}
+        Score the soft masks ``M``, or the trunk features' magnitude ``|T|``.
+    score : {'ratio', 'auc'}
+        :func:`box_score` (mean inside / mean outside) or :func:`box_auc`
+        (how often a pixel inside outranks one outside; 0.5 is no preference).
 
     Returns
     -------
     OrderedDict
         ``{'stage1': score, ...}`` or ``{'stage1.module1': score, ...}``: the
-        mean over images and over the stage's modules of the per-image ratios.
+        mean over images and over the stage's modules of the per-image scores.
     """
     if by not in ("stage", "module"):
         raise ValueError("by must be 'stage' or 'module', got %r" % (by,))
+    if source not in SOURCES:
+        raise ValueError("source must be one of %s, got %r" % (", ".join(map(repr, SOURCES)),
+                                                              source))
+    if score not in SCORES:
+        raise ValueError("score must be one of %s, got %r" % (", ".join(map(repr, SCORES)),
+                                                             score))
+    judge = box_score if score == "ratio" else box_auc
     boxes = np.asarray(boxes, dtype=np.float64)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError("boxes must be (N, 4), got shape %s" % (boxes.shape,))
@@ -121,10 +187,15 @@ def score_by_stage(net, data, boxes, image_size=None, reduce="mean", by="stage",
         if seen + n > len(boxes):
             raise ValueError("data has more images than the %d boxes" % len(boxes))
         size = tuple(x.shape[2:]) if image_size is None else image_size
-        for mask in reduce_masks(capture(net, x, hybridize=hybridize).masks, reduce):
+        if source == "mask":
+            maps = capture(net, x, hybridize=hybridize).masks
+        else:
+            maps = [Mask(m.name, m.stage, m.index, np.abs(m.array))
+                    for m in capture_trunk(net, x).masks]
+        for mask in reduce_masks(maps, reduce):
             key = mask.name if by == "module" else "stage%d" % mask.stage
             ratios.setdefault(key, []).append(
-                box_score(mask.array, boxes[seen:seen + n], size, per_image=True))
+                judge(mask.array, boxes[seen:seen + n], size, per_image=True))
         seen += n
     if seen != len(boxes):
         raise ValueError("data has %d images but %d boxes were given" % (seen, len(boxes)))

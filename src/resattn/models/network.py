@@ -90,6 +90,9 @@ class ResidualAttentionNet(HybridBlock):
         self.stages = stages
         self.stem = stem
         self.variant = variant
+        # Units per module: the plain network's blocks of 2p + t units end their trunk
+        # after p + t of them (resattn.masks.capture_trunk).
+        self.p, self.t, self.r = p, t, r
         self._unit = unit
         self.classes = classes
         self.in_channels = 3
