@@ -4,6 +4,7 @@ from collections import OrderedDict
 import mxnet as mx
 import numpy as np
 
+from ..models.blocks import _check_choice
 from .masknet import Mask, capture, capture_trunk
 from .reduce import reduce_masks
 
@@ -170,12 +171,8 @@ def score_by_stage(net, data, boxes, image_size=None, reduce="mean", by="stage",
     """
     if by not in ("stage", "module"):
         raise ValueError("by must be 'stage' or 'module', got %r" % (by,))
-    if source not in SOURCES:
-        raise ValueError("source must be one of %s, got %r" % (", ".join(map(repr, SOURCES)),
-                                                              source))
-    if score not in SCORES:
-        raise ValueError("score must be one of %s, got %r" % (", ".join(map(repr, SCORES)),
-                                                             score))
+    _check_choice("source", source, SOURCES)
+    _check_choice("score", score, SCORES)
     judge = box_score if score == "ratio" else box_auc
     boxes = np.asarray(boxes, dtype=np.float64)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
