@@ -31,6 +31,12 @@ arm but the first two of ``demo`` starts each residual unit at the identity
     arms, the baseline of what features do anyway
     (``OUT/attention-vs-plain-64-analysis.json``); ``resattn masks`` figures
     of the best and the worst attention seed.
+``attention-vs-plain-64-phase2``
+    Those runs trained on from their last checkpoint (``--finetune``) for 20
+    more epochs, a cosine from a learning rate of 0.01 (a tenth of the first
+    phase's peak) without mixup, so that every run reaches a plateau of its
+    plain training loss; reported the same way. Runs ``attention-vs-plain-64``
+    first where it is not finished.
 ``label-noise``
     Attention-56 / 16 against plain on digits with 0%, 30%, 50% and 70% of the
     training labels replaced by wrong ones (``--label-noise``; test labels
@@ -54,6 +60,7 @@ Usage::
     python benchmarks/ablations.py arl-vs-nal                # 3 seeds
     python benchmarks/ablations.py attention-vs-plain --score
     python benchmarks/ablations.py attention-vs-plain-64     # 5 seeds, 40 epochs, 64 px
+    python benchmarks/ablations.py attention-vs-plain-64-phase2   # 20 more epochs each
     python benchmarks/ablations.py label-noise               # 4 levels x 2 arms x 3 seeds
 """
 import argparse
@@ -62,7 +69,7 @@ import os
 import sys
 
 from _common import describe_machine
-from seed_study import read_rows, run_study, verdict
+from seed_study import read_rows, run_study, run_verdict
 
 _A56 = ["--model", "attention56_cifar", "--width-mult", "0.0625"]
 _A92 = ["--model", "attention92_cifar", "--width-mult", "0.0625"]
@@ -95,6 +102,17 @@ ARMS = {
     "cluttered64-attention": _A56 + _CLUTTERED64 + _ZERO,
     "cluttered64-plain": _A56 + _CLUTTERED64 + ["--attention", "none"] + _ZERO,
 }
+# A second phase for the 64 px runs: from each run's last checkpoint, a fresh cosine from
+# a tenth of the first phase's peak rate, no mixup (mixup's loss is not the training loss
+# the convergence rule reads), no warm-up; {root} and {seed} are the study's folder and
+# the seed (seed_study.run_study fills them in).
+_POLISH = ["--lr", "0.01", "--lr-mode", "cosine", "--warmup-epochs", "0", "--mixup-alpha",
+           "0", "--mixup-off-epochs", "0"]
+for _arm, _flags in (("attention", []), ("plain", ["--attention", "none"])):
+    ARMS["cluttered64-%s-phase2" % _arm] = (
+        _A56 + ["--dataset", "cluttered-digits", "--data-seed", "0", "--batch-size", "64"]
+        + _flags + _POLISH + ["--finetune", "{root}/cluttered64-%s/seed{seed}/last.params"
+                              % _arm])
 # Robustness to noisy labels (the paper's Table 6): digits, a fraction of the training
 # labels replaced by wrong ones (test labels true), attention and plain of the same depth.
 for _noise in (0, 30, 50, 70):
@@ -102,6 +120,8 @@ for _noise in (0, 30, 50, 70):
         ARMS["noise%d-%s" % (_noise, _arm)] = (_A56 + _DIGITS + _flags + _ZERO + [
             "--label-noise", "%g" % (_noise / 100), "--data-seed", "0"])
 
+#: An experiment that goes on from another's checkpoints runs that one first.
+PREREQUISITES = {"attention-vs-plain-64-phase2": "attention-vs-plain-64"}
 #: ``name: (arms, epochs, default seeds)``.
 EXPERIMENTS = {
     "demo": (["attention", "plain", "attention-zero-init", "plain-zero-init"], 15, 10),
@@ -113,6 +133,8 @@ EXPERIMENTS = {
     "attention-vs-plain": (["cluttered40-attention-zero-init", "cluttered40-plain-zero-init"],
                            15, 3),
     "attention-vs-plain-64": (["cluttered64-attention", "cluttered64-plain"], 40, 5),
+    "attention-vs-plain-64-phase2": (["cluttered64-attention-phase2",
+                                      "cluttered64-plain-phase2"], 20, 5),
     "label-noise": (["noise%d-%s" % (n, a) for n in (0, 30, 50, 70)
                      for a in ("attention", "plain")], 15, 3),
 }
@@ -172,8 +194,8 @@ def converged(root, name, seeds, epochs, classes=10, tolerance=0.10):
     ``tolerance`` of the arm's lowest, ``{seed: summary}``, and the others, ``{seed: why}``."""
     finished, left_out = {}, {}
     for seed in seeds:
-        status, summary = verdict(read_rows(os.path.join(root, name, "seed%d" % seed)),
-                                  classes, epochs)
+        status, summary = run_verdict(os.path.join(root, name, "seed%d" % seed), classes,
+                                      epochs)
         if status == "incomplete":
             left_out[seed] = "not finished"
         elif status == "failed":
@@ -381,6 +403,12 @@ def main(argv=None):
     epochs = args.epochs or epochs
     seeds = list(range(args.seeds or seeds))
     print(describe_machine(), flush=True)
+    first = PREREQUISITES.get(args.experiment)
+    if first is not None:  # its own epochs: --epochs is this experiment's
+        print("first %s (%d epochs), which %s goes on from" % (
+            first, EXPERIMENTS[first][1], args.experiment), flush=True)
+        print(run_study(args.out, {n: list(ARMS[n]) for n in EXPERIMENTS[first][0]}, seeds,
+                        [], EXPERIMENTS[first][1], args.jobs, args.threads)[1], flush=True)
     arms = {name: list(ARMS[name]) for name in names}
     table, text = run_study(args.out, arms, seeds, [], epochs, args.jobs, args.threads)
     print(text)
@@ -391,7 +419,7 @@ def main(argv=None):
     with open(os.path.join(args.out, "%s.json" % args.experiment), "w") as f:
         json.dump({"arms": arms, "epochs": epochs, "seeds": seeds, "results": table}, f,
                   indent=1)
-    if args.experiment == "attention-vs-plain-64":
+    if args.experiment.startswith("attention-vs-plain-64"):
         comparison = compare(args.out, *names, seeds, epochs)
         print(describe_comparison(comparison))
         scores = box_scores(args.out, names, seeds)

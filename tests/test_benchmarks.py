@@ -91,6 +91,52 @@ def test_seed_study_runs_every_arm_and_seed_and_counts_failures(tmp_path):
     assert "exit" not in again.stdout and table_rows(again.stdout) == table_rows(proc.stdout)
 
 
+def _seed_study():
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import seed_study
+    finally:
+        sys.path.remove(BENCHMARKS)
+    return seed_study
+
+
+def test_verdict_judges_noisy_label_runs_against_the_loss_their_labels_allow(tmp_path):
+    seed_study = _seed_study()
+    # The entropy of a label given its class, by its definition: the true class with
+    # probability 1 - f, each of the 9 others with f / 9.
+    for f in (0.3, 0.5, 0.7):
+        probs = [1 - f] + [f / 9] * 9
+        assert seed_study.noisy_label_loss(10, f) == pytest.approx(
+            -sum(p * __import__("math").log(p) for p in probs))
+    assert seed_study.noisy_label_loss(10, 0) == 0
+    # 70% wrong labels: a network that knows the digits (test top-1 0.8) has a training
+    # loss of 2.2, above 0.9 ln 10 = 2.07 but far from a uniform guess's 2.30.
+    rows = [{"epoch": 1, "train_loss": 2.2, "val_loss": 1.0, "val_top1": 0.8,
+             "time_s": 1.0}]
+    assert seed_study.verdict(rows, 10, 1)[0] == "failed"
+    assert seed_study.verdict(rows, 10, 1, label_noise=0.7)[0] == "ok"
+    rows[0]["train_loss"] = 2.295  # within 10% of the way from 2.30 down to 2.15
+    assert seed_study.verdict(rows, 10, 1, label_noise=0.7)[0] == "failed"
+    # run_verdict reads the noise from the run's config.json.
+    d = tmp_path / "run"
+    d.mkdir()
+    rows[0]["train_loss"] = 2.2
+    (d / "metrics.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    assert seed_study.run_verdict(str(d), 10, 1)[0] == "failed"
+    (d / "config.json").write_text(json.dumps({"label_noise": 0.7}))
+    assert seed_study.run_verdict(str(d), 10, 1)[0] == "ok"
+
+
+def test_seed_study_fills_in_root_and_seed_in_an_arms_flags(tmp_path):
+    out = tmp_path / "study"
+    proc = run("seed_study.py", "--seeds", "1", "--first-seed", "3", "--epochs", "2",
+               "--base", TINY_TRAIN, "--arm",
+               "second=--finetune {root}/first/seed{seed}/x.params", "--out", str(out))
+    assert "second seed 3: exit 2" in proc.stdout
+    log = (out / "second" / "seed3" / "stdout.txt").read_text()
+    assert "--finetune %s/first/seed3/x.params: no such file" % out in log
+
+
 def test_ablations_report_and_figure_from_finished_runs(tmp_path):
     # Runs as the study leaves them (metrics.jsonl of every arm and seed): nothing trains.
     out = tmp_path / "study"
@@ -144,6 +190,26 @@ def test_label_noise_pairs_converged_runs_and_draws_top1_against_noise(tmp_path)
     assert "noise70-plain seed 2: not converged: final training loss 1.300" in proc.stdout
     assert "| 70% |" in proc.stdout and "+0.0150 +-" in proc.stdout
     assert (out / "label-noise-top1.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_attention_vs_plain_64_phase2_runs_after_its_first_phase_and_compares_itself(
+        tmp_path):
+    # Both phases finished (logs only): nothing trains, and the comparison is phase 2's.
+    out = tmp_path / "study"
+    for seed in range(3):
+        for arm, top1 in (("attention", 0.95), ("plain", 0.94)):
+            _fake_run(out / ("cluttered64-%s" % arm) / ("seed%d" % seed), 0.5, 1.0, 40)
+            _fake_run(out / ("cluttered64-%s-phase2" % arm) / ("seed%d" % seed),
+                      top1 + 0.01 * seed * (arm == "attention"), 0.1, 20)
+    proc = run("ablations.py", "attention-vs-plain-64-phase2", "--seeds", "3", "--out",
+               str(out))
+    assert "exit" not in proc.stdout
+    assert "first attention-vs-plain-64 (40 epochs)" in proc.stdout
+    result = json.loads((out / "attention-vs-plain-64-phase2-analysis.json").read_text())
+    comparison = result["comparison"]
+    assert comparison["first"] == "cluttered64-attention-phase2"
+    assert comparison["seeds"] == [0, 1, 2]
+    assert comparison["mean"] == pytest.approx(0.02)
 
 
 def test_attention_vs_plain_64_scores_masks_against_the_plain_trunk(tmp_path):

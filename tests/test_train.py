@@ -275,3 +275,21 @@ def test_finetune_keeps_loaded_weights_and_replaces_a_foreign_classifier(
 def test_finetune_missing_file(tmp_path, capsys):
     assert _run(TINY + ["--epochs", "2", "--out", str(tmp_path), "--finetune", "/no/f.params"]) == 2
     assert "--finetune /no/f.params: no such file" in capsys.readouterr().err
+
+
+def test_setup_without_reinit_keeps_loaded_weights_silently():
+    # Fine-tuning: parameters already loaded stay as they are, and MXNet's "already
+    # initialized, ignoring" warning (one per parameter) is not shown to the user.
+    import warnings
+    net = get_model("attention56_cifar", width_mult=0.0625, classes=10)
+    net.initialize(mx.init.Uniform(0.3))
+    net(mx.nd.zeros((1, 3, 32, 32)))
+    before = {k: p.data().asnumpy() for k, p in net.collect_params().items()}
+    trainer = train.Trainer(net, train.TrainConfig(epochs=1, batch_size=2,
+                                                         warmup_epochs=0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.setup(4, reinit=False)
+    assert not [w for w in caught if "already initialized" in str(w.message)]
+    for k, p in net.collect_params().items():
+        np.testing.assert_array_equal(p.data().asnumpy(), before[k], err_msg=k)

@@ -9,6 +9,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 
 import mxnet as mx
 import numpy as np
@@ -145,14 +146,19 @@ class Trainer:
         if cfg.dtype == "float16":
             from mxnet.contrib import amp
             amp.init()
-        if restore:
-            self.net.initialize(mx.init.Zero(), ctx=self.ctx, force_reinit=False)
-        else:
-            init = mx.init.MSRAPrelu() if cfg.init == "msraprelu" else mx.init.Xavier()
-            # The initial weights follow the seed, not the generator's state at the first
-            # forward pass (deferred initialisation), which no seed reaches.
-            init = SeededInitializer(init, cfg.seed, self.net.collect_params())
-            self.net.initialize(init, ctx=self.ctx, force_reinit=reinit)
+        # Parameters loaded already (fine-tuning, a restored checkpoint) are kept; MXNet
+        # warns once per parameter that it "ignores" them, which is what is meant here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is already initialized, ignoring")
+            if restore:
+                self.net.initialize(mx.init.Zero(), ctx=self.ctx, force_reinit=False)
+            else:
+                init = mx.init.MSRAPrelu() if cfg.init == "msraprelu" else mx.init.Xavier()
+                # The initial weights follow the seed, not the generator's state at the
+                # first forward pass (deferred initialisation), which no seed reaches.
+                init = SeededInitializer(init, cfg.seed, self.net.collect_params())
+                self.net.initialize(init, ctx=self.ctx, force_reinit=reinit)
+        if not restore:
             self.net.collect_params().reset_ctx(self.ctx)
             if cfg.zero_init_residual and reinit:
                 zero_init_residual(self.net)
