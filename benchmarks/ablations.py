@@ -189,6 +189,16 @@ def interval(values, level=0.95):
     return statistics.mean(values), half
 
 
+def describe_interval(mean, half, count, what="run", sign=False):
+    """``mean +- half (count whats)``; one value has no interval and none has no mean."""
+    if count == 0:
+        return "no %s" % what
+    value = ("%+.4f" if sign else "%.4f") % mean
+    if count == 1:
+        return "%s (1 %s, no interval)" % (value, what)
+    return "%s +- %.4f (%d %ss)" % (value, half, count, what)
+
+
 def converged(root, name, seeds, epochs, classes=10, tolerance=0.10):
     """``(runs, left_out)`` of one arm: the finished runs whose final training loss is within
     ``tolerance`` of the arm's lowest, ``{seed: summary}``, and the others, ``{seed: why}``."""
@@ -251,8 +261,8 @@ def describe_comparison(c):
             seed, c["first_top1"][seed], c["first_loss"][seed],
             100 * c["first_settling"][seed], c["second_top1"][seed], c["second_loss"][seed],
             100 * c["second_settling"][seed], d))
-    lines.append("| mean, 95%% interval | | | **%+.4f +- %.4f** (%d pairs) |" % (
-        c["mean"], c["ci95"], len(c["seeds"])))
+    lines.append("| mean, 95%% interval | | | **%s** |" % describe_interval(
+        c["mean"], c["ci95"], len(c["seeds"]), "pair", sign=True))
     for arm, why in c["left_out"].items():
         for seed, reason in sorted(why.items()):
             lines.append("| %d | left out of %s: %s | | |" % (seed, arm, reason))
@@ -353,12 +363,12 @@ def describe_noise(table):
     for level, c in table.items():
         cells = []
         for key in ("first_top1", "second_top1"):
-            m, h = interval(list(c[key].values()))
-            cells.append("%.4f +- %.4f (%d runs)" % (m, h, len(c[key])))
+            cells.append(describe_interval(*interval(list(c[key].values())), len(c[key])))
         left = "; ".join("%s seed %d: %s" % (arm, seed, why) for arm, w in c["left_out"].items()
                          for seed, why in sorted(w.items())) or "none"
-        lines.append("| %d%% | %s | %s | %+.4f +- %.4f | %s |" % (
-            level, cells[0], cells[1], c["mean"], c["ci95"], left))
+        lines.append("| %d%% | %s | %s | %s | %s |" % (
+            level, cells[0], cells[1],
+            describe_interval(c["mean"], c["ci95"], len(c["seeds"]), "pair", sign=True), left))
     return "\n".join(lines)
 
 
