@@ -140,8 +140,13 @@ EXPERIMENTS = {
 }
 
 
-def plot(root, arms, seeds, path, title, columns=4):
-    """Every seed's test top-1 and training loss per epoch, one pair of panels per arm."""
+def plot(root, arms, seeds, path, title, columns=4, before=None, log_loss=False):
+    """Every seed's test top-1 and training loss per epoch, one pair of panels per arm.
+
+    ``before``: ``{arm: first-phase arm}``; that arm's epochs are drawn first and the
+    second phase's after them, a dotted line between. ``log_loss``: a log scale for the loss.
+    """
+    before = before or {}
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -152,16 +157,27 @@ def plot(root, arms, seeds, path, title, columns=4):
     for i, name in enumerate(arms):
         top, bottom = axes[2 * (i // columns)][i % columns], axes[2 * (i // columns) + 1][
             i % columns]
+        boundary = None
         for seed in seeds:
             rows = read_rows(os.path.join(root, name, "seed%d" % seed))
+            if name in before:
+                first = read_rows(os.path.join(root, before[name], "seed%d" % seed))
+                boundary = len(first)
+                rows = first + [dict(r, epoch=r["epoch"] + len(first)) for r in rows]
             if rows:
                 epochs = [r["epoch"] for r in rows]
                 top.plot(epochs, [r["val_top1"] for r in rows], lw=1, label="seed %d" % seed)
                 bottom.plot(epochs, [r["train_loss"] for r in rows], lw=1)
+        if boundary:
+            for ax in (top, bottom):
+                ax.axvline(boundary + 0.5, color="k", ls=":", lw=1)
         top.set_title(name, fontsize=9)
         top.set_ylim(0, 1)
         bottom.set_xlabel("epoch")
-        bottom.set_ylim(0, 2.5)
+        if log_loss:
+            bottom.set_yscale("log")
+        else:
+            bottom.set_ylim(0, 2.5)
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
         if i % columns == 0:
@@ -423,8 +439,11 @@ def main(argv=None):
     table, text = run_study(args.out, arms, seeds, [], epochs, args.jobs, args.threads)
     print(text)
     figure = os.path.join(args.out, "%s.png" % args.experiment)
+    # A second phase is drawn after its first (each arm named as the first's + "-phase2").
+    before = {n: n[:-len("-phase2")] for n in names if first is not None}
     plot(args.out, arms, seeds, figure,
-         "%s: test top-1 per epoch, %d seeds" % (args.experiment, len(seeds)))
+         "%s: test top-1 per epoch, %d seeds" % (args.experiment, len(seeds)), before=before,
+         log_loss=bool(before))
     print("figure: %s" % figure)
     with open(os.path.join(args.out, "%s.json" % args.experiment), "w") as f:
         json.dump({"arms": arms, "epochs": epochs, "seeds": seeds, "results": table}, f,
