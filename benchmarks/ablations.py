@@ -77,7 +77,8 @@ _A92 = ["--model", "attention92_cifar", "--width-mult", "0.0625"]
 _RECIPE = ["--batch-size", "64", "--warmup-epochs", "1", "--mixup-off-epochs", "3"]
 _DIGITS = ["--dataset", "digits"] + _RECIPE
 _CLUTTERED = ["--dataset", "cluttered-digits", "--image-size", "40"] + _RECIPE
-_CLUTTERED64 = ["--dataset", "cluttered-digits", "--data-seed", "0"] + _RECIPE
+_CLUTTERED64_DATA = ["--dataset", "cluttered-digits", "--data-seed", "0"]
+_CLUTTERED64 = _CLUTTERED64_DATA + _RECIPE
 _ZERO, _NO_ZERO = ["--zero-init-residual"], ["--no-zero-init-residual"]
 
 #: Every arm of every experiment: its whole ``resattn train`` flags (less --epochs, --seed,
@@ -111,9 +112,8 @@ _POLISH = ["--lr", "0.01", "--lr-mode", "cosine", "--warmup-epochs", "0", "--mix
            "0", "--mixup-off-epochs", "0"]
 for _arm, _flags in (("attention", []), ("plain", ["--attention", "none"])):
     ARMS["cluttered64-%s-phase2" % _arm] = (
-        _A56 + ["--dataset", "cluttered-digits", "--data-seed", "0", "--batch-size", "64"]
-        + _flags + _POLISH + ["--finetune", "{root}/cluttered64-%s/seed{seed}/last.params"
-                              % _arm])
+        _A56 + _CLUTTERED64_DATA + ["--batch-size", "64"] + _flags + _POLISH
+        + ["--finetune", "{root}/cluttered64-%s/seed{seed}/last.params" % _arm])
 # Robustness to noisy labels (the paper's Table 6): digits, a fraction of the training
 # labels replaced by wrong ones (test labels true), attention and plain of the same depth.
 for _noise in (0, 30, 50, 70):
@@ -440,8 +440,8 @@ def main(argv=None):
     table, text = run_study(args.out, arms, seeds, [], epochs, args.jobs, args.threads)
     print(text)
     figure = os.path.join(args.out, "%s.png" % args.experiment)
-    # A second phase is drawn after its first (each arm named as the first's + "-phase2").
-    before = {n: n[:-len("-phase2")] for n in names if first is not None}
+    # A second phase is drawn after its first: each arm after the first's arm in its place.
+    before = dict(zip(names, EXPERIMENTS[first][0])) if first is not None else {}
     plot(args.out, arms, seeds, figure,
          "%s: test top-1 per epoch, %d seeds" % (args.experiment, len(seeds)), before=before,
          log_loss=bool(before))

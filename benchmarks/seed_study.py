@@ -93,7 +93,7 @@ def verdict(rows, classes, epochs, label_noise=0.0):
     last = rows[-1]
     chance_loss = math.log(classes)
     floor = noisy_label_loss(classes, label_noise)
-    # The library's own rule of "near chance" (resattn train's FAILED line uses it too).
+    # near_chance is the library's own (resattn train's health check uses it too).
     failed = (last["val_top1"] < near_chance(classes)
               or last["train_loss"] > chance_loss - 0.1 * (chance_loss - floor))
     best = max(rows, key=lambda r: r["val_top1"])

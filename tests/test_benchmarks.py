@@ -4,6 +4,7 @@ They check that the scripts work and report what they claim to, not speeds
 (those are measured side by side, see docs/performance.md).
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -107,7 +108,7 @@ def test_verdict_judges_noisy_label_runs_against_the_loss_their_labels_allow(tmp
     for f in (0.3, 0.5, 0.7):
         probs = [1 - f] + [f / 9] * 9
         assert seed_study.noisy_label_loss(10, f) == pytest.approx(
-            -sum(p * __import__("math").log(p) for p in probs))
+            -sum(p * math.log(p) for p in probs))
     assert seed_study.noisy_label_loss(10, 0) == 0
     # 70% wrong labels: a network that knows the digits (test top-1 0.8) has a training
     # loss of 2.2, above 0.9 ln 10 = 2.07 but far from a uniform guess's 2.30.
