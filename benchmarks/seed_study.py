@@ -52,8 +52,12 @@ def label_noise_of(out):
     path = os.path.join(out, "config.json")
     if not os.path.isfile(path):
         return 0.0
-    with open(path) as f:
-        return float(json.load(f).get("label_noise") or 0.0)
+    try:
+        with open(path) as f:
+            return float(json.load(f).get("label_noise") or 0.0)
+    except (ValueError, TypeError, AttributeError) as e:  # not JSON, not an object, not a number
+        raise SystemExit("%s: cannot read its label_noise (%s); a run's config.json is an "
+                         "object whose label_noise is a number or absent" % (path, e))
 
 
 def run_verdict(out, classes, epochs):

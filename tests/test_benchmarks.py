@@ -126,6 +126,10 @@ def test_verdict_judges_noisy_label_runs_against_the_loss_their_labels_allow(tmp
     assert seed_study.run_verdict(str(d), 10, 1)[0] == "failed"
     (d / "config.json").write_text(json.dumps({"label_noise": 0.7}))
     assert seed_study.run_verdict(str(d), 10, 1)[0] == "ok"
+    for bad in ("{not json", "[0.7]", '{"label_noise": "lots"}'):
+        (d / "config.json").write_text(bad)
+        with pytest.raises(SystemExit, match="config.json: cannot read its label_noise"):
+            seed_study.run_verdict(str(d), 10, 1)
 
 
 def test_seed_study_fills_in_root_and_seed_in_an_arms_flags(tmp_path):
